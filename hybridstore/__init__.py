@@ -1,0 +1,83 @@
+"""hybridstore: track remote conversion jobs in plain files, indexed by SQLite, and move
+to PostgreSQL when one machine is no longer enough.
+
+>>> from hybridstore import JobStore, RemoteJob
+>>> store = JobStore("data/remote_jobs")                                # doctest: +SKIP
+>>> store.add(RemoteJob(ingestion_task_id="t1", source_file_path="/in/a.mp3",
+...                     content_type="audio"))                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .compat import RemoteJobsStorage, StorageManager
+from .config import open_repository
+from .errors import (
+    CorruptJobFile,
+    HybridStoreError,
+    InvalidArgument,
+    InvalidJobId,
+    InvalidTransition,
+    JobAlreadyExists,
+    JobNotFound,
+    JobTooLarge,
+    LockTimeout,
+    NotJobOwner,
+    SchemaError,
+    StorageError,
+    UnsupportedFileSystem,
+    VersionConflict,
+)
+from .model import JobStatus, RemoteJob
+from .repository import JobRepository
+from .store import JobStore
+
+if TYPE_CHECKING:
+    from .postgres import PostgresJobRepository
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CorruptJobFile",
+    "HybridStoreError",
+    "InvalidArgument",
+    "InvalidJobId",
+    "InvalidTransition",
+    "JobAlreadyExists",
+    "JobNotFound",
+    "JobRepository",
+    "JobStatus",
+    "JobStore",
+    "JobTooLarge",
+    "LockTimeout",
+    "NotJobOwner",
+    "PostgresJobRepository",
+    "RemoteJob",
+    "RemoteJobsStorage",
+    "SchemaError",
+    "StorageError",
+    "StorageManager",
+    "UnsupportedFileSystem",
+    "VersionConflict",
+    "open_repository",
+    "storage_manager",
+    "__version__",
+]
+
+_storage_manager: StorageManager | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # Created on first use, so importing hybridstore never touches the disk, and the
+    # PostgreSQL backend imports psycopg only when asked for.
+    global _storage_manager
+    if name == "storage_manager":
+        if _storage_manager is None:
+            _storage_manager = StorageManager()
+        return _storage_manager
+    if name == "PostgresJobRepository":
+        from .postgres import PostgresJobRepository
+
+        return PostgresJobRepository
+    raise AttributeError(f"module 'hybridstore' has no attribute {name!r}")

@@ -1,0 +1,61 @@
+"""Where the data lives by default, and ``open_repository`` picking a backend from a URL."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlparse
+
+from .errors import BackendUnavailable
+
+if TYPE_CHECKING:
+    from .repository import JobRepository
+
+__all__ = ["default_data_dir", "open_repository", "is_database_url"]
+
+DEFAULT_DATA_DIR = Path("data") / "remote_jobs"
+
+
+def default_data_dir() -> Path:
+    """``$HYBRIDSTORE_DATA_DIR``, else ``$MORAG_REMOTE_JOBS_DATA_DIR``, else ./data/remote_jobs."""
+    for variable in ("HYBRIDSTORE_DATA_DIR", "MORAG_REMOTE_JOBS_DATA_DIR"):
+        value = os.environ.get(variable)
+        if value:
+            return Path(value)
+    return DEFAULT_DATA_DIR
+
+
+def is_database_url(target: str) -> bool:
+    """True for ``postgresql://`` and ``postgres://`` URLs."""
+    return target.startswith(("postgresql://", "postgres://"))
+
+
+def open_repository(target: str | os.PathLike[str] | None = None) -> JobRepository:
+    """Open the backend ``target`` names.
+
+    A path or ``file://`` URL opens a ``JobStore``; ``postgresql://…`` a
+    ``PostgresJobRepository``; None means ``$HYBRIDSTORE_URL`` if set, else the default
+    data directory. Switching a deployment to PostgreSQL is one environment variable.
+    """
+    if target is None:
+        target = os.environ.get("HYBRIDSTORE_URL") or None
+    if target is None:
+        from .store import JobStore
+
+        return JobStore()
+    text = os.fspath(target)
+    if is_database_url(text):
+        from .postgres import PostgresJobRepository
+
+        return PostgresJobRepository(text)
+    if text.startswith("file://"):
+        text = unquote(urlparse(text).path)
+    elif "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise BackendUnavailable(
+            f"no backend for {scheme}:// URLs (use a path, file:// or postgresql://)"
+        )
+    from .store import JobStore
+
+    return JobStore(text)

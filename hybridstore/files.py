@@ -1,0 +1,361 @@
+"""The data directory on disk: where each job's file lives, atomic writes, strict reads.
+
+Layout::
+
+    DATA_DIR/<status>/<job id>.json   one body per job, in the directory of its status
+    DATA_DIR/.locks/                  lock files (filelock)
+    DATA_DIR/.quarantine/             unreadable files moved aside, each with a .reason
+
+A write goes to a temp file in the target directory (``.<id>.<token>.tmp``), is fsynced,
+renamed over the final name and the directory is fsynced, so a reader sees the old body or
+the new one, never a torn one. Nothing here follows a symlink or leaves the data directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .errors import CorruptJobFile, StorageError, UnsupportedFileSystem
+from .model import JOB_ID_PATTERN, JobStatus, RemoteJob
+
+__all__ = ["Layout", "ScanEntry", "parse_job", "read_job_file", "write_atomic"]
+
+JOB_SUFFIX = ".json"
+TMP_SUFFIX = ".tmp"
+_OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_OPEN_WRITE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class _Duplicate(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Duplicate(f"duplicate key {key!r}")
+            seen.add(key)
+    return result
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_job(data: bytes, path: object, expected_id: str | None = None) -> RemoteJob:
+    """Parse an untrusted job body strictly; ``CorruptJobFile`` naming ``path`` if invalid.
+
+    Refused: invalid UTF-8, invalid JSON (also NaN/Infinity, duplicate keys, nesting too
+    deep to parse), a JSON value that is not an object, a body the model rejects, and an id
+    other than ``expected_id`` (the file's name).
+    """
+    if not data:
+        raise CorruptJobFile(path, "empty file")
+    try:
+        obj = json.loads(
+            data.decode("utf-8"),
+            object_pairs_hook=_unique_keys,
+            parse_constant=_no_constants,
+        )
+    except UnicodeDecodeError:
+        raise CorruptJobFile(path, "not valid UTF-8") from None
+    except RecursionError:
+        raise CorruptJobFile(path, "JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, duplicate keys, NaN
+        raise CorruptJobFile(path, f"invalid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise CorruptJobFile(path, f"JSON is a {type(obj).__name__}, not an object")
+    try:
+        job = RemoteJob.model_validate(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise CorruptJobFile(path, f"invalid job: {where}: {first['msg']}") from None
+    except RecursionError:
+        raise CorruptJobFile(path, "JSON nested too deeply") from None
+    if expected_id is not None and job.id != expected_id:
+        raise CorruptJobFile(path, f"id {job.id!r} does not match the file name")
+    return job
+
+
+def read_job_file(
+    path: Path, max_bytes: int, job_id: str, status: JobStatus
+) -> tuple[RemoteJob, bytes]:
+    """Read and strictly parse one job file: (job, the file's bytes).
+
+    ``FileNotFoundError`` if it is not there. A symlink, a FIFO or anything but a regular
+    file is ``CorruptJobFile``, never followed or waited on; so is a file larger than
+    ``max_bytes``, one whose id is not ``job_id`` or whose status is not ``status`` (its
+    directory).
+    """
+    try:
+        fd = os.open(path, _OPEN_READ)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CorruptJobFile(path, "is a symlink (not followed)") from None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise FileNotFoundError(
+                errno.ENOENT, "no such job file", str(path)
+            ) from None
+        raise CorruptJobFile(path, f"cannot open: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise CorruptJobFile(path, "not a regular file")
+        if info.st_size > max_bytes:
+            raise CorruptJobFile(
+                path, f"{info.st_size} bytes, over the {max_bytes} limit"
+            )
+        chunks = []
+        remaining = info.st_size + 1  # one more byte tells us if it grew meanwhile
+        while remaining > 0:
+            chunk = os.read(fd, remaining)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+    except OSError as exc:
+        raise CorruptJobFile(path, f"cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    job = parse_job(data, path, job_id)
+    if job.status is not status:
+        raise CorruptJobFile(
+            path, f"status {job.status.value!r} does not match its directory"
+        )
+    return job, data
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a directory's entries (a rename, an unlink) durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def write_atomic(directory: Path, name: str, data: bytes, *, durable: bool) -> None:
+    """Replace ``directory/name`` with ``data`` atomically (and durably if ``durable``).
+
+    On failure before the rename, the temp file is removed, the old file is untouched and
+    ``StorageError`` is raised. A failed fsync is reported, never retried: after a failed
+    fsync the kernel may have dropped the dirty pages, so a retry could lie.
+    """
+    tmp = directory / f".{name}.{secrets.token_hex(6)}{TMP_SUFFIX}"
+    try:
+        fd = os.open(tmp, _OPEN_WRITE, 0o644)
+    except OSError as exc:
+        raise StorageError(tmp, exc) from exc
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, directory / name)
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise StorageError(directory / name, exc) from exc
+    if durable:
+        try:
+            fsync_dir(directory)
+        except OSError as exc:
+            raise StorageError(directory, exc, in_place=True) from exc
+
+
+def remove_file(path: Path, *, durable: bool) -> bool:
+    """Unlink ``path`` (and fsync its directory); False if it was not there."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StorageError(path, exc) from exc
+    if durable:
+        try:
+            fsync_dir(path.parent)
+        except OSError as exc:
+            raise StorageError(path.parent, exc, in_place=True) from exc
+    return True
+
+
+# File systems where flock/fcntl locks and SQLite's locking are not reliable.
+NETWORK_FILE_SYSTEMS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb",
+        "smb2",
+        "smb3",
+        "smbfs",
+        "afs",
+        "9p",
+        "ncpfs",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "gpfs",
+        "davfs",
+        "fuse.sshfs",
+        "fuse.s3fs",
+        "fuse.rclone",
+        "fuse.gcsfuse",
+        "fuse.goofys",
+        "fuse.blobfuse",
+        "fuse.blobfuse2",
+        "fuse.juicefs",
+        "fuse.glusterfs",
+        "fuse.cephfs",
+        "fuse.davfs2",
+        "fuse.mountpoint-s3",
+    }
+)
+
+
+def file_system_type(path: Path, mounts: str = "/proc/self/mounts") -> str | None:
+    """The type of the file system holding ``path`` (Linux), or None if unknown."""
+    try:
+        with open(mounts, encoding="utf-8", errors="replace") as handle:
+            table = [line.split() for line in handle]
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    best, best_type = "", None
+    for fields in table:
+        if len(fields) < 3:
+            continue
+        mount = fields[1].replace("\\040", " ")
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, best_type = mount, fields[2]
+    return best_type
+
+
+def check_local_file_system(path: Path) -> None:
+    """Refuse a data directory on a network file system (``UnsupportedFileSystem``)."""
+    kind = file_system_type(path)
+    if kind in NETWORK_FILE_SYSTEMS:
+        raise UnsupportedFileSystem(
+            f"{path} is on a {kind} file system, where file locks and SQLite are not"
+            " reliable; keep the data directory on a local disk, or use the PostgreSQL"
+            " backend (postgresql://...) to share jobs between machines"
+        )
+
+
+@dataclass(frozen=True)
+class ScanEntry:
+    """One entry met while walking the status directories."""
+
+    status: JobStatus
+    path: Path
+    kind: str  # "job", "temp" or "foreign"
+    job_id: str | None = None
+
+
+class Layout:
+    """Paths inside one data directory. Creates nothing until ``create`` is called."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.locks = root / ".locks"
+        self.quarantine = root / ".quarantine"
+
+    def status_dir(self, status: JobStatus) -> Path:
+        return self.root / status.value
+
+    def job_path(self, status: JobStatus, job_id: str) -> Path:
+        return self.root / status.value / f"{job_id}{JOB_SUFFIX}"
+
+    def lock_path(self, name: str) -> Path:
+        return self.locks / f"{name}.lock"
+
+    def create(self) -> None:
+        """Create the data directory, the status directories and ``.locks``."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for status in JobStatus:
+            self.status_dir(status).mkdir(exist_ok=True)
+        self.locks.mkdir(exist_ok=True)
+
+    def locate(self, job_id: str) -> list[JobStatus]:
+        """Every status directory holding ``job_id``'s file (normally one, or none)."""
+        return [s for s in JobStatus if os.path.lexists(self.job_path(s, job_id))]
+
+    def temp_files(self, job_id: str) -> Iterator[Path]:
+        """Temp files a write of ``job_id`` may have left behind."""
+        prefix = f".{job_id}{JOB_SUFFIX}."
+        for status in JobStatus:
+            directory = self.status_dir(status)
+            try:
+                names = [n for n in os.listdir(directory) if n.startswith(prefix)]
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if name.endswith(TMP_SUFFIX):
+                    yield directory / name
+
+    def scan(self) -> Iterator[ScanEntry]:
+        """Walk the six status directories (the only listing the store ever does)."""
+        for status in JobStatus:
+            directory = self.status_dir(status)
+            try:
+                entries = list(os.scandir(directory))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                name = entry.name
+                path = directory / name
+                if name.startswith(".") and name.endswith(TMP_SUFFIX):
+                    yield ScanEntry(status, path, "temp")
+                elif name.endswith(JOB_SUFFIX) and JOB_ID_PATTERN.fullmatch(
+                    name[: -len(JOB_SUFFIX)]
+                ):
+                    yield ScanEntry(status, path, "job", name[: -len(JOB_SUFFIX)])
+                else:
+                    yield ScanEntry(status, path, "foreign")
+
+    def quarantine_file(self, path: Path, reason: str) -> Path:
+        """Move ``path`` into ``.quarantine/`` with a ``.reason`` note beside it."""
+        self.quarantine.mkdir(exist_ok=True)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        target = self.quarantine / f"{stamp}-{path.parent.name}-{path.name}"
+        while os.path.lexists(target):
+            target = target.with_name(f"{target.name}.{secrets.token_hex(2)}")
+        os.rename(path, target)
+        note = f"original: {path}\nreason: {reason}\ntime: {stamp}\n"
+        target.with_name(target.name + ".reason").write_text(note, encoding="utf-8")
+        return target
+
+    def is_old_temp(self, path: Path, max_age: float) -> bool:
+        """A temp file older than ``max_age`` seconds: no write is still using it."""
+        try:
+            return time.time() - os.lstat(path).st_mtime > max_age
+        except FileNotFoundError:
+            return False

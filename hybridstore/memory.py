@@ -1,0 +1,245 @@
+"""``MemoryJobRepository``: the repository contract in a dict, for users' unit tests.
+
+It passes the same contract suite as the real backends, so code tested against it behaves
+the same on them. It lives in one process and keeps nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from . import lifecycle
+from .errors import InvalidArgument, JobAlreadyExists, JobNotFound, VersionConflict
+from .model import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    JobStatus,
+    RemoteJob,
+    parse_status,
+    utcnow,
+    validate_job_id,
+)
+from .repository import Filter
+
+__all__ = ["MemoryJobRepository"]
+
+
+def _values(value: Any) -> list[Any] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
+class MemoryJobRepository:
+    """An in-memory ``JobRepository``; thread-safe, not shared between processes."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, RemoteJob] = {}
+        # When each job was last written, for ``old_jobs`` of jobs without completed_at.
+        self._written: dict[str, datetime] = {}
+        self._lock = threading.RLock()
+
+    def _put(self, job: RemoteJob) -> RemoteJob:
+        self._jobs[job.id] = job
+        self._written[job.id] = utcnow()
+        return job
+
+    def add(self, job: RemoteJob) -> RemoteJob:
+        validate_job_id(job.id)
+        with self._lock:
+            if job.id in self._jobs:
+                raise JobAlreadyExists(job.id)
+            return self._put(job.model_copy(update={"version": 1}, deep=True))
+
+    def save(self, job: RemoteJob, *, expected_version: int | None = None) -> RemoteJob:
+        validate_job_id(job.id)
+        with self._lock:
+            current = self._jobs.get(job.id)
+            stored = current.version if current else 0
+            if expected_version is not None and expected_version != stored:
+                raise VersionConflict(job.id, expected_version, stored)
+            return self._put(job.model_copy(update={"version": stored + 1}, deep=True))
+
+    def get(self, job_id: str) -> RemoteJob | None:
+        validate_job_id(job_id)
+        with self._lock:
+            job = self._jobs.get(job_id)
+            return job.model_copy(deep=True) if job else None
+
+    def delete(self, job_id: str) -> bool:
+        validate_job_id(job_id)
+        with self._lock:
+            self._written.pop(job_id, None)
+            return self._jobs.pop(job_id, None) is not None
+
+    def _select(self, keep: Callable[[RemoteJob], bool]) -> list[RemoteJob]:
+        with self._lock:
+            chosen = [j for j in self._jobs.values() if keep(j)]
+        chosen.sort(key=lambda j: (j.created_at, j.id.encode()))
+        return [j.model_copy(deep=True) for j in chosen]
+
+    def _matcher(
+        self,
+        status: Filter | JobStatus,
+        content_type: Filter,
+        worker_id: Filter,
+        ingestion_task_id: Filter,
+    ) -> Callable[[RemoteJob], bool]:
+        statuses = _values(status)
+        wanted: list[tuple[str, set[Any]]] = []
+        if statuses is not None:
+            wanted.append(("status", {parse_status(s) for s in statuses}))
+        for name, given in (
+            ("content_type", content_type),
+            ("worker_id", worker_id),
+            ("ingestion_task_id", ingestion_task_id),
+        ):
+            values = _values(given)
+            if values is not None:
+                if not all(isinstance(v, str) for v in values):
+                    raise InvalidArgument(f"{name} filter values must be strings")
+                wanted.append((name, set(values)))
+        return lambda job: all(getattr(job, name) in allowed for name, allowed in wanted)
+
+    def find(
+        self,
+        *,
+        status: Filter | JobStatus = None,
+        content_type: Filter = None,
+        worker_id: Filter = None,
+        ingestion_task_id: Filter = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[RemoteJob]:
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise InvalidArgument(f"limit must be a non-negative integer, got {limit!r}")
+        if not isinstance(offset, int) or offset < 0:
+            raise InvalidArgument(f"offset must be a non-negative integer, got {offset!r}")
+        found = self._select(self._matcher(status, content_type, worker_id, ingestion_task_id))
+        return found[offset:] if limit is None else found[offset : offset + limit]
+
+    def count(
+        self,
+        *,
+        status: Filter | JobStatus = None,
+        content_type: Filter = None,
+        worker_id: Filter = None,
+        ingestion_task_id: Filter = None,
+    ) -> int:
+        return len(self.find(status=status, content_type=content_type, worker_id=worker_id,
+                             ingestion_task_id=ingestion_task_id))
+
+    def find_by_ingestion_task(self, task_id: str) -> RemoteJob | None:
+        found = self.find(ingestion_task_id=task_id)
+        return found[-1] if found else None
+
+    def expired(self, now: datetime | None = None) -> list[RemoteJob]:
+        now = now or utcnow()
+        return self._select(
+            lambda j: j.status in ACTIVE_STATUSES and j.timeout_at is not None
+            and j.timeout_at < now
+        )
+
+    def old_jobs(self, days_old: float = 7, now: datetime | None = None) -> list[RemoteJob]:
+        cutoff = (now or utcnow()) - timedelta(days=days_old)
+        return self._select(
+            lambda j: j.status in TERMINAL_STATUSES
+            and (j.completed_at or self._written[j.id]) < cutoff
+        )
+
+    def statistics(self) -> dict[str, Any]:
+        with self._lock:
+            jobs = list(self._jobs.values())
+        by_content: dict[str, int] = {}
+        by_worker: dict[str, int] = {}
+        for job in jobs:
+            by_content[job.content_type] = by_content.get(job.content_type, 0) + 1
+            if job.worker_id is not None:
+                by_worker[job.worker_id] = by_worker.get(job.worker_id, 0) + 1
+        size = sum(len(job.to_json()) for job in jobs)
+        return {
+            "total_jobs": len(jobs),
+            "status_counts": {s.value: sum(j.status is s for j in jobs) for s in JobStatus},
+            "content_type_counts": by_content,
+            "worker_counts": by_worker,
+            "storage_size_mb": round(size / (1024 * 1024), 2),
+        }
+
+    def _update(self, job_id: str, change: Callable[[RemoteJob], RemoteJob]) -> RemoteJob:
+        validate_job_id(job_id)
+        with self._lock:
+            current = self._jobs.get(job_id)
+            if current is None:
+                raise JobNotFound(job_id)
+            new = change(current).model_copy(update={"version": current.version + 1})
+            return self._put(new).model_copy(deep=True)
+
+    def claim_next(
+        self,
+        worker_id: str,
+        *,
+        content_types: Sequence[str] | None = None,
+        lease_seconds: float = 300,
+    ) -> RemoteJob | None:
+        if not isinstance(worker_id, str) or not worker_id:
+            raise InvalidArgument("worker_id must be a non-empty string")
+        if isinstance(content_types, str):
+            content_types = [content_types]
+        lifecycle.lease_delta(lease_seconds)
+        with self._lock:
+            pending = self.find(status=JobStatus.PENDING, content_type=content_types)
+            if not pending:
+                return None
+            return self._update(
+                pending[0].id,
+                lambda job: lifecycle.claim(job, worker_id, lease_seconds, utcnow()),
+            )
+
+    def heartbeat(
+        self, job_id: str, worker_id: str, *, lease_seconds: float = 300,
+        attempt: int | None = None,
+    ) -> RemoteJob:
+        return self._update(
+            job_id, lambda j: lifecycle.heartbeat(j, worker_id, lease_seconds, attempt, utcnow())
+        )
+
+    def complete(
+        self, job_id: str, worker_id: str, result_data: dict[str, Any] | None = None, *,
+        attempt: int | None = None,
+    ) -> RemoteJob:
+        return self._update(
+            job_id, lambda j: lifecycle.complete(j, worker_id, result_data, attempt, utcnow())
+        )
+
+    def fail(
+        self, job_id: str, worker_id: str, error_message: str, *, attempt: int | None = None
+    ) -> RemoteJob:
+        return self._update(
+            job_id, lambda j: lifecycle.fail(j, worker_id, error_message, attempt, utcnow())
+        )
+
+    def cancel(self, job_id: str) -> RemoteJob:
+        return self._update(job_id, lambda j: lifecycle.cancel(j, utcnow()))
+
+    def expire_overdue(self, now: datetime | None = None) -> list[RemoteJob]:
+        now = now or utcnow()
+        with self._lock:
+            overdue = [j.id for j in self._jobs.values() if lifecycle.is_overdue(j, now)]
+            return [self._update(job_id, lambda j: lifecycle.expire(j, now)) for job_id in overdue]
+
+    def cleanup(self, days_old: float = 7, now: datetime | None = None) -> int:
+        with self._lock:
+            old = self.old_jobs(days_old, now)
+            return sum(self.delete(job.id) for job in old)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __enter__(self) -> MemoryJobRepository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

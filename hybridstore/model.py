@@ -1,0 +1,222 @@
+"""The job model: ``RemoteJob`` and ``JobStatus``, plus the id rule every backend enforces.
+
+A job's JSON body (``RemoteJob.to_json``) is what the file backend writes and what every
+backend can read back exactly: aware UTC timestamps, JSON-only option values.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from .errors import InvalidArgument, InvalidJobId
+
+__all__ = [
+    "JobStatus",
+    "RemoteJob",
+    "TERMINAL_STATUSES",
+    "ACTIVE_STATUSES",
+    "validate_job_id",
+    "parse_status",
+    "utcnow",
+]
+
+JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# Option and result values nested deeper than this could not be parsed back safely.
+MAX_JSON_DEPTH = 64
+
+
+class JobStatus(str, Enum):
+    """Where a job is in its life; each status is also the name of its directory."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for completed, failed, timeout and cancelled."""
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.TIMEOUT, JobStatus.CANCELLED}
+)
+ACTIVE_STATUSES = frozenset({JobStatus.PENDING, JobStatus.PROCESSING})
+
+
+def validate_job_id(job_id: object) -> str:
+    """Return ``job_id`` if it is a valid job id, else raise ``InvalidJobId``.
+
+    Valid ids fully match ``[A-Za-z0-9][A-Za-z0-9._-]{0,127}``: ASCII only, no path
+    separator, no NUL, no newline, at most 128 bytes. They are safe as file names.
+    """
+    if type(job_id) is not str or JOB_ID_PATTERN.fullmatch(job_id) is None:
+        raise InvalidJobId(job_id)
+    return job_id
+
+
+def parse_status(status: object) -> JobStatus:
+    """Return ``status`` as a ``JobStatus``; ``InvalidArgument`` for anything else."""
+    if isinstance(status, JobStatus):
+        return status
+    try:
+        return JobStatus(status)
+    except ValueError:
+        shown = repr(status)[:60]
+        names = ", ".join(s.value for s in JobStatus)
+        raise InvalidArgument(f"unknown status {shown}: expected one of {names}") from None
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime."""
+    return datetime.now(timezone.utc)
+
+
+def _as_utc(value: datetime) -> datetime:
+    # The older design wrote naive ISO strings meaning UTC.
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+UTCDateTime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+def _check_json_value(value: Any, depth: int = 0) -> None:
+    """Refuse what JSON cannot carry exactly: NaN/inf, non-str keys, foreign types."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return
+    if kind is float:
+        if not math.isfinite(value):
+            raise ValueError("NaN and infinity are not JSON")
+        return
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise ValueError(f"object key {key!r} is not a string")
+            _check_json_value(item, depth + 1)
+        return
+    if kind is list:
+        for item in value:
+            _check_json_value(item, depth + 1)
+        return
+    raise ValueError(f"{kind.__name__} is not a JSON type")
+
+
+class RemoteJob(BaseModel):
+    """A conversion job handed to a remote worker.
+
+    Every datetime is aware UTC (naive input is read as UTC). ``version`` is the number of
+    successful saves of the stored job; ``attempt`` counts claims and fences leases.
+    Backends return new ``RemoteJob`` objects and never modify the one passed in.
+    """
+
+    model_config = ConfigDict(validate_assignment=True, extra="ignore")
+
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    ingestion_task_id: str
+    source_file_path: str
+    content_type: str
+    task_options: dict[str, Any] = Field(default_factory=dict)
+    status: JobStatus = JobStatus.PENDING
+    worker_id: str | None = None
+    created_at: UTCDateTime = Field(default_factory=utcnow)
+    started_at: UTCDateTime | None = None
+    completed_at: UTCDateTime | None = None
+    timeout_at: UTCDateTime | None = None
+    error_message: str | None = None
+    result_data: dict[str, Any] | None = None
+    retry_count: int = Field(default=0, ge=0)
+    max_retries: int = Field(default=3, ge=0)
+    version: int = Field(default=0, ge=0)
+    attempt: int = Field(default=0, ge=0)
+
+    def __init__(self, **data: Any) -> None:
+        # Raise the typed error itself (not a wrapped ValidationError) for a bad id.
+        if "id" in data:
+            validate_job_id(data["id"])
+        super().__init__(**data)
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        return validate_job_id(value)
+
+    @field_validator("task_options", "result_data")
+    @classmethod
+    def _json_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            _check_json_value(value)
+        return value
+
+    # -- derived ------------------------------------------------------------------------
+
+    @property
+    def is_expired(self) -> bool:
+        """``timeout_at`` is set and in the past."""
+        return self.timeout_at is not None and self.timeout_at < utcnow()
+
+    @property
+    def processing_duration(self) -> float:
+        """Seconds from ``started_at`` to ``completed_at`` (or now); 0.0 if not started."""
+        if self.started_at is None:
+            return 0.0
+        end = self.completed_at or utcnow()
+        return (end - self.started_at).total_seconds()
+
+    def can_retry(self) -> bool:
+        """Retries remain and the job ended in failed or timeout."""
+        return self.retry_count < self.max_retries and self.status in (
+            JobStatus.FAILED,
+            JobStatus.TIMEOUT,
+        )
+
+    # -- shapes ---------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The API shape of the older design: id under ``job_id``, ISO times, no result."""
+
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value is not None else None
+
+        return {
+            "job_id": self.id,
+            "ingestion_task_id": self.ingestion_task_id,
+            "source_file_path": self.source_file_path,
+            "content_type": self.content_type,
+            "task_options": self.task_options,
+            "status": self.status.value,
+            "worker_id": self.worker_id,
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "completed_at": iso(self.completed_at),
+            "error_message": self.error_message,
+            "retry_count": self.retry_count,
+            "max_retries": self.max_retries,
+            "timeout_at": iso(self.timeout_at),
+        }
+
+    def to_json(self) -> bytes:
+        """The stored body: one UTF-8 JSON object, id under ``id``."""
+        return self.__pydantic_serializer__.to_json(self)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> RemoteJob:
+        """Parse a body written by ``to_json`` (trusted input; see ``files.parse_job``)."""
+        return cls.model_validate_json(data)

@@ -1,0 +1,162 @@
+"""``JobRepository``: the calls every backend provides, and what callers may rely on.
+
+Guarantees common to every backend (implementations do not repeat them):
+
+* Every call that changes a job is atomic: it applies whole or not at all, and returns the
+  job as stored (a new object; the argument is never modified).
+* ``version`` counts successful saves of the stored job; ``attempt`` counts its claims.
+* Lifecycle calls raise ``JobNotFound`` for a missing job, ``InvalidTransition`` for a job
+  in the wrong status, ``NotJobOwner`` when the caller does not hold the lease (another
+  worker, or an ``attempt`` that is not the current one). They change nothing when they
+  raise.
+* A job id must match ``[A-Za-z0-9][A-Za-z0-9._-]{0,127}``; anything else raises
+  ``InvalidJobId`` before the backend is touched. An unknown status raises
+  ``InvalidArgument``.
+* Query results are ordered by ``created_at``, then id (byte order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Protocol, runtime_checkable
+
+from .model import JobStatus, RemoteJob
+
+__all__ = ["JobRepository", "Filter"]
+
+#: A filter value: one value, or a sequence meaning "any of these".
+Filter = str | Sequence[str] | None
+
+
+@runtime_checkable
+class JobRepository(Protocol):
+    """A store of ``RemoteJob`` records with a worker lifecycle."""
+
+    def add(self, job: RemoteJob) -> RemoteJob:
+        """Store a new job as version 1. ``JobAlreadyExists`` if the id is taken."""
+        ...
+
+    def save(self, job: RemoteJob, *, expected_version: int | None = None) -> RemoteJob:
+        """Insert or replace; the stored copy gets the previously stored version + 1.
+
+        ``expected_version`` (optimistic concurrency): ``VersionConflict`` unless it
+        equals the stored version; 0 means "must not exist yet".
+        """
+        ...
+
+    def get(self, job_id: str) -> RemoteJob | None:
+        """The job, or None."""
+        ...
+
+    def delete(self, job_id: str) -> bool:
+        """Remove the job; False if there was none."""
+        ...
+
+    def find(
+        self,
+        *,
+        status: Filter | JobStatus = None,
+        content_type: Filter = None,
+        worker_id: Filter = None,
+        ingestion_task_id: Filter = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[RemoteJob]:
+        """Jobs matching all given filters (each one value or any of a list)."""
+        ...
+
+    def count(
+        self,
+        *,
+        status: Filter | JobStatus = None,
+        content_type: Filter = None,
+        worker_id: Filter = None,
+        ingestion_task_id: Filter = None,
+    ) -> int:
+        """How many jobs ``find`` would return without a limit; reads no bodies."""
+        ...
+
+    def find_by_ingestion_task(self, task_id: str) -> RemoteJob | None:
+        """The newest job of the ingestion task, or None."""
+        ...
+
+    def expired(self, now: datetime | None = None) -> list[RemoteJob]:
+        """Pending or processing jobs with ``timeout_at`` before ``now``."""
+        ...
+
+    def old_jobs(self, days_old: float = 7, now: datetime | None = None) -> list[RemoteJob]:
+        """Terminal jobs finished (``completed_at``, else last write) before now − days."""
+        ...
+
+    def statistics(self) -> dict[str, Any]:
+        """``total_jobs``, ``status_counts`` (all statuses), ``content_type_counts``,
+        ``worker_counts``, ``storage_size_mb``."""
+        ...
+
+    def claim_next(
+        self,
+        worker_id: str,
+        *,
+        content_types: Sequence[str] | None = None,
+        lease_seconds: float = 300,
+    ) -> RemoteJob | None:
+        """Atomically take the oldest pending job (of those content types): processing,
+        ``worker_id``, ``started_at``, ``timeout_at = now + lease``, ``attempt + 1``.
+        No two callers, in any processes, ever get the same claim."""
+        ...
+
+    def heartbeat(
+        self,
+        job_id: str,
+        worker_id: str,
+        *,
+        lease_seconds: float = 300,
+        attempt: int | None = None,
+    ) -> RemoteJob:
+        """Extend the holder's lease to now + ``lease_seconds``."""
+        ...
+
+    def complete(
+        self,
+        job_id: str,
+        worker_id: str,
+        result_data: dict[str, Any] | None = None,
+        *,
+        attempt: int | None = None,
+    ) -> RemoteJob:
+        """processing → completed, with ``completed_at`` and the result."""
+        ...
+
+    def fail(
+        self, job_id: str, worker_id: str, error_message: str, *, attempt: int | None = None
+    ) -> RemoteJob:
+        """While retries remain: ``retry_count + 1`` and back to pending (lease fields
+        cleared); else failed with ``completed_at``."""
+        ...
+
+    def cancel(self, job_id: str) -> RemoteJob:
+        """pending or processing → cancelled."""
+        ...
+
+    def expire_overdue(self, now: datetime | None = None) -> list[RemoteJob]:
+        """Processing jobs past ``timeout_at`` → pending (retry left) or timeout."""
+        ...
+
+    def cleanup(self, days_old: float = 7, now: datetime | None = None) -> int:
+        """Delete ``old_jobs(days_old, now)``; return how many."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the repository must not be used afterwards."""
+        ...
+
+    def __enter__(self) -> JobRepository: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

@@ -1,0 +1,438 @@
+"""The SQLite sidecar: a derived index of the job files, built with sqlite-utils.
+
+It holds one row per job (the queried fields and a copy of the body) and the intents of
+writes in flight. It is never the truth: ``JobStore`` rebuilds it from the files whenever
+it is missing, unreadable or of a schema it cannot migrate. WAL mode lets readers go on
+while one writer commits; every write transaction is ``BEGIN IMMEDIATE`` so writers queue
+on the busy timeout instead of failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from .errors import SchemaError
+from .migrations import Migration, load_migrations
+from .model import JobStatus, RemoteJob
+
+__all__ = ["Sidecar", "Row", "row_for", "to_us", "from_us", "SIDECAR_NAME"]
+
+SIDECAR_NAME = "hybridstore.sqlite3"
+_HEADER = b"SQLite format 3\x00"
+# Connections abandoned in a forked child: closing them there could checkpoint or unlock
+# on the parent's behalf, so they are kept alive and never touched again.
+_ABANDONED: list[sqlite3.Connection] = []
+
+FILTER_COLUMNS = ("status", "content_type", "worker_id", "ingestion_task_id")
+
+
+def to_us(value: datetime) -> int:
+    """An aware datetime as integer microseconds since the epoch (exact, sortable)."""
+    delta = value - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_us(value: int) -> datetime:
+    return datetime.fromtimestamp(value // 1_000_000, timezone.utc).replace(
+        microsecond=value % 1_000_000
+    )
+
+
+@dataclass(frozen=True)
+class Row:
+    """A job's index row."""
+
+    id: str
+    status: str
+    content_type: str
+    worker_id: str | None
+    ingestion_task_id: str
+    created_us: int
+    timeout_us: int | None
+    finished_us: int
+    version: int
+    size: int
+    body: bytes
+
+
+def row_for(job: RemoteJob, body: bytes, written_us: int) -> Row:
+    """The row describing ``job`` stored as ``body``, last written at ``written_us``."""
+    return Row(
+        id=job.id,
+        status=job.status.value,
+        content_type=job.content_type,
+        worker_id=job.worker_id,
+        ingestion_task_id=job.ingestion_task_id,
+        created_us=to_us(job.created_at),
+        timeout_us=to_us(job.timeout_at) if job.timeout_at else None,
+        finished_us=to_us(job.completed_at) if job.completed_at else written_us,
+        version=job.version,
+        size=len(body),
+        body=body,
+    )
+
+
+_UPSERT = (
+    "INSERT OR REPLACE INTO jobs (id, status, content_type, worker_id, ingestion_task_id,"
+    " created_us, timeout_us, finished_us, version, size, body)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def where_clause(filters: dict[str, Sequence[str]]) -> tuple[str, list[Any]]:
+    """SQL for filters that combine with AND; each column matches any of its values."""
+    parts: list[str] = []
+    params: list[Any] = []
+    for column, values in filters.items():
+        assert column in FILTER_COLUMNS
+        if not values:
+            parts.append("0")
+        elif len(values) == 1:
+            parts.append(f"{column} = ?")
+            params.append(values[0])
+        else:
+            parts.append(f"{column} IN ({', '.join('?' * len(values))})")
+            params.extend(values)
+    return (" WHERE " + " AND ".join(parts) if parts else ""), params
+
+
+class Sidecar:
+    """One connection to the sidecar database, shared by the threads of one store.
+
+    A lock serialises the connection between threads; a fork is noticed by pid and the
+    child opens its own connection.
+    """
+
+    def __init__(self, path: Path, *, busy_timeout: float = 60.0) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.lock = threading.RLock()
+        self._db: sqlite_utils.Database | None = None
+        self._pid = 0
+        self._inode = 0
+
+    # -- connection -----------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Open (or reopen) the connection; creates an empty database if none exists."""
+        with self.lock:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,  # explicit BEGIN IMMEDIATE / COMMIT only
+                check_same_thread=False,
+            )
+            db = sqlite_utils.Database(conn)
+            if db.journal_mode != "wal":
+                db.enable_wal()
+            # The files are the truth and are fsynced; the index only needs to survive a
+            # process crash, which WAL with synchronous=NORMAL does.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._db = db
+            self._pid = os.getpid()
+            self._inode = os.stat(self.path).st_ino
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._db is None or self._pid != os.getpid():
+            if self._db is not None:
+                _ABANDONED.append(self._db.conn)
+                self._db = None
+            self.connect()
+        assert self._db is not None
+        return self._db.conn
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        self.conn  # noqa: B018 - reconnects after a fork
+        assert self._db is not None
+        return self._db
+
+    def replaced(self) -> bool:
+        """The database file was deleted or replaced since this connection opened it."""
+        try:
+            return os.stat(self.path).st_ino != self._inode
+        except FileNotFoundError:
+            return True
+
+    def close(self) -> None:
+        with self.lock:
+            if self._db is not None and self._pid == os.getpid():
+                self._db.conn.close()
+            self._db = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``; rolled back if the block raises."""
+        with self.lock:
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # -- health and schema ----------------------------------------------------------------
+
+    def health(self) -> str | None:
+        """None if the file looks like a usable database, else why it is not."""
+        try:
+            with open(self.path, "rb") as handle:
+                header = handle.read(100)
+        except FileNotFoundError:
+            return "missing"
+        except OSError as exc:
+            return f"unreadable: {exc.strerror}"
+        if len(header) == 0:
+            return None  # an empty file is a new database
+        if len(header) < 100 or not header.startswith(_HEADER):
+            return "not a SQLite database"
+        page_size = int.from_bytes(header[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        pages = int.from_bytes(header[28:32], "big")
+        wal = Path(f"{self.path}-wal")
+        wal_empty = not wal.exists() or wal.stat().st_size == 0
+        if wal_empty and os.path.getsize(self.path) < page_size * pages:
+            return "truncated"
+        try:
+            with self.lock:
+                tables = set(self.db.table_names())
+                if tables and "schema_migrations" not in tables:
+                    return "not a hybridstore sidecar"
+                if "jobs" in tables:
+                    self.conn.execute("SELECT count(*) FROM jobs").fetchone()
+        except sqlite3.DatabaseError as exc:
+            return f"unreadable: {exc}"
+        return None
+
+    def schema_version(self) -> int:
+        """The highest migration applied (0 for an empty database)."""
+        with self.lock:
+            if "schema_migrations" not in self.db.table_names():
+                return 0
+            row = self.conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+            return int(row[0] or 0)
+
+    def pending_migrations(self) -> list[Migration]:
+        """Migrations not applied yet; ``SchemaError`` if the database is newer than us."""
+        known = load_migrations("sidecar")
+        current = self.schema_version()
+        if current > len(known):
+            raise SchemaError(
+                f"{self.path}: sidecar schema version {current} is newer than this"
+                f" hybridstore understands ({len(known)}); upgrade hybridstore"
+            )
+        return known[current:]
+
+    def migrate(self) -> list[Migration]:
+        """Apply pending migrations, each in its own transaction; return those applied."""
+        applied = []
+        with self.lock:
+            for migration in self.pending_migrations():
+                with self.transaction() as conn:
+                    conn.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                        " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                        " applied_at TEXT NOT NULL)"
+                    )
+                    # Another process may have applied it while we waited for the lock.
+                    done = conn.execute(
+                        "SELECT 1 FROM schema_migrations WHERE version = ?",
+                        (migration.version,),
+                    ).fetchone()
+                    if done:
+                        continue
+                    for statement in _statements(migration.sql):
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                        (
+                            migration.version,
+                            migration.name,
+                            datetime.now(timezone.utc).isoformat(),
+                        ),
+                    )
+                applied.append(migration)
+        return applied
+
+    def applied_migrations(self) -> list[tuple[int, str, str]]:
+        with self.lock:
+            if "schema_migrations" not in self.db.table_names():
+                return []
+            return [
+                (int(v), str(n), str(a))
+                for v, n, a in self.conn.execute(
+                    "SELECT version, name, applied_at FROM schema_migrations ORDER BY version"
+                )
+            ]
+
+    # -- rows (call inside ``transaction``) ---------------------------------------------
+
+    @staticmethod
+    def put_rows(conn: sqlite3.Connection, rows: Iterable[Row]) -> None:
+        conn.executemany(
+            _UPSERT,
+            (
+                (
+                    r.id,
+                    r.status,
+                    r.content_type,
+                    r.worker_id,
+                    r.ingestion_task_id,
+                    r.created_us,
+                    r.timeout_us,
+                    r.finished_us,
+                    r.version,
+                    r.size,
+                    r.body,
+                )
+                for r in rows
+            ),
+        )
+
+    @staticmethod
+    def set_intent(conn: sqlite3.Connection, job_id: str, operation: str, now_us: int) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO intents VALUES (?, ?, ?)", (job_id, operation, now_us)
+        )
+
+    @staticmethod
+    def clear_intent(conn: sqlite3.Connection, job_id: str) -> None:
+        conn.execute("DELETE FROM intents WHERE job_id = ?", (job_id,))
+
+    @staticmethod
+    def drop_row(conn: sqlite3.Connection, job_id: str) -> None:
+        conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self.lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    def state(self, job_id: str) -> tuple[str | None, bool]:
+        """(status of the row or None, whether an intent is recorded) for one job."""
+        rows = self._all(
+            "SELECT (SELECT status FROM jobs WHERE id = ?),"
+            " EXISTS (SELECT 1 FROM intents WHERE job_id = ?)",
+            (job_id, job_id),
+        )
+        return rows[0][0], bool(rows[0][1])
+
+    def status_of(self, job_id: str) -> str | None:
+        rows = self._all("SELECT status FROM jobs WHERE id = ?", (job_id,))
+        return rows[0][0] if rows else None
+
+    def row(self, job_id: str) -> Row | None:
+        rows = self._all("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return Row(*rows[0]) if rows else None
+
+    def bodies(
+        self,
+        filters: dict[str, Sequence[str]],
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[bytes]:
+        where, params = where_clause(filters)
+        sql = f"SELECT body FROM jobs{where} ORDER BY created_us, id LIMIT ? OFFSET ?"
+        return [r[0] for r in self._all(sql, [*params, -1 if limit is None else limit, offset])]
+
+    def count(self, filters: dict[str, Sequence[str]]) -> int:
+        where, params = where_clause(filters)
+        return int(self._all(f"SELECT count(*) FROM jobs{where}", params)[0][0])
+
+    def newest_for_task(self, ingestion_task_id: str) -> tuple[str, str] | None:
+        rows = self._all(
+            "SELECT id, status FROM jobs WHERE ingestion_task_id = ?"
+            " ORDER BY created_us DESC, id DESC LIMIT 1",
+            (ingestion_task_id,),
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def bodies_timed_out(self, statuses: Sequence[JobStatus], before_us: int) -> list[bytes]:
+        marks = ", ".join("?" * len(statuses))
+        return [
+            r[0]
+            for r in self._all(
+                f"SELECT body FROM jobs WHERE status IN ({marks}) AND timeout_us < ?"
+                " ORDER BY created_us, id",
+                [*(s.value for s in statuses), before_us],
+            )
+        ]
+
+    def bodies_finished(self, statuses: Sequence[JobStatus], before_us: int) -> list[bytes]:
+        marks = ", ".join("?" * len(statuses))
+        return [
+            r[0]
+            for r in self._all(
+                f"SELECT body FROM jobs WHERE status IN ({marks}) AND finished_us < ?"
+                " ORDER BY created_us, id",
+                [*(s.value for s in statuses), before_us],
+            )
+        ]
+
+    def ids_timed_out(self, status: JobStatus, before_us: int) -> list[str]:
+        return [
+            r[0]
+            for r in self._all(
+                "SELECT id FROM jobs WHERE status = ? AND timeout_us < ?"
+                " ORDER BY timeout_us, id",
+                (status.value, before_us),
+            )
+        ]
+
+    def claim_candidates(self, content_types: Sequence[str] | None, limit: int) -> list[str]:
+        """The oldest pending jobs (of those content types) that no write is touching."""
+        base = (
+            "SELECT id, created_us FROM jobs WHERE status = 'pending'{ct}"
+            " AND NOT EXISTS (SELECT 1 FROM intents WHERE intents.job_id = jobs.id)"
+            " ORDER BY created_us, id LIMIT ?"
+        )
+        if content_types is None:
+            return [r[0] for r in self._all(base.format(ct=""), (limit,))]
+        # One ordered index range per content type, merged here: a single IN (...) query
+        # would sort every pending job of those types on each claim.
+        merged: list[tuple[int, str]] = []
+        for content_type in dict.fromkeys(content_types):
+            rows = self._all(base.format(ct=" AND content_type = ?"), (content_type, limit))
+            merged.extend((created, job_id) for job_id, created in rows)
+        merged.sort()
+        return [job_id for _, job_id in merged[:limit]]
+
+    def intents(self) -> list[str]:
+        return [r[0] for r in self._all("SELECT job_id FROM intents ORDER BY started_us")]
+
+    def grouped_counts(self, column: str) -> dict[str, int]:
+        assert column in FILTER_COLUMNS
+        sql = f"SELECT {column}, count(*) FROM jobs WHERE {column} IS NOT NULL GROUP BY 1"
+        return {str(k): int(n) for k, n in self._all(sql)}
+
+    def totals(self) -> tuple[int, int]:
+        """(number of rows, bytes of bodies)."""
+        n, size = self._all("SELECT count(*), coalesce(sum(size), 0) FROM jobs")[0]
+        return int(n), int(size)
+
+    def versions(self) -> dict[str, tuple[str, int, bytes]]:
+        """Every row's (status, version, body), for ``verify``."""
+        return {
+            r[0]: (r[1], int(r[2]), bytes(r[3]))
+            for r in self._all("SELECT id, status, version, body FROM jobs")
+        }
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration file into statements (they contain no semicolons in strings)."""
+    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

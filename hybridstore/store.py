@@ -1,0 +1,810 @@
+"""``JobStore``: the file-backed repository, composing the files, the sidecar and the locks.
+
+The write protocol, in one place (``_commit``), for every operation that changes a job:
+
+1. take the job's lock (filelock, ``.locks/<id>.lock``) and read its current file;
+2. record an intent for the job in the sidecar (one short ``BEGIN IMMEDIATE`` commit);
+3. change the files: write the new body atomically into its status directory, then remove
+   the old one if the status changed (fsyncs included when ``durable``);
+4. in one commit, write the job's row and clear the intent; release the lock.
+
+A process killed anywhere in 2–4 leaves an intent naming the job. Whoever next takes the
+job's lock, or the next ``JobStore`` opened on the directory, sees the intent and re-derives
+that job's row from its files (``_repair_locked``): recovery costs what the crash touched,
+not a full reindex. Reads take no lock: a rename is atomic, so a reader sees a whole body.
+Set queries are answered from the bodies copied into the sidecar; point reads read the file.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from filelock import FileLock, Timeout
+
+from . import lifecycle
+from .config import default_data_dir
+from .errors import (
+    CorruptJobFile,
+    InvalidArgument,
+    JobAlreadyExists,
+    JobNotFound,
+    JobTooLarge,
+    LockTimeout,
+    StorageError,
+    VersionConflict,
+)
+from .files import (
+    Layout,
+    check_local_file_system,
+    read_job_file,
+    remove_file,
+    write_atomic,
+)
+from .model import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    JobStatus,
+    RemoteJob,
+    parse_status,
+    utcnow,
+    validate_job_id,
+)
+from .reports import Problem, ReindexReport, RepairReport, VerifyReport
+from .sidecar import SIDECAR_NAME, Row, Sidecar, row_for, to_us
+
+__all__ = ["JobStore", "DEFAULT_MAX_JOB_BYTES"]
+
+log = structlog.get_logger("hybridstore")
+
+DEFAULT_MAX_JOB_BYTES = 8 * 1024 * 1024
+# A temp file older than this cannot belong to a write still in flight.
+TEMP_MAX_AGE = 15 * 60
+# How many claim candidates one sidecar query fetches.
+CLAIM_BATCH = 16
+
+Filter = str | Sequence[str] | None
+ProgressCallback = Callable[[int, int], None]
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class JobStore:
+    """Jobs as JSON files in status directories, indexed by a SQLite sidecar.
+
+    ``data_dir`` defaults to ``$HYBRIDSTORE_DATA_DIR``, else ``$MORAG_REMOTE_JOBS_DATA_DIR``,
+    else ``./data/remote_jobs``; it is created if absent. ``durable=True`` fsyncs every
+    write (file and directory) before the call returns. ``lock_timeout`` bounds the wait for
+    a job's lock (``LockTimeout``). ``max_job_bytes`` refuses larger bodies before anything
+    is written. Opening repairs what a crashed process left behind and rebuilds a sidecar
+    that is missing or unreadable; a sidecar of a newer schema raises ``SchemaError``.
+
+    One store may be shared by the threads of a process, and survives ``fork()``; any
+    number of processes may open the same directory.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        durable: bool = True,
+        lock_timeout: float = 5.0,
+        max_job_bytes: int = DEFAULT_MAX_JOB_BYTES,
+        check_file_system: bool = True,
+    ) -> None:
+        self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+        self.durable = durable
+        self.lock_timeout = lock_timeout
+        self.max_job_bytes = max_job_bytes
+        self.layout = Layout(self.data_dir)
+        self.layout.create()
+        if check_file_system:
+            check_local_file_system(self.data_dir)
+        self._sidecar = Sidecar(self.data_dir / SIDECAR_NAME)
+        self._open_sidecar()
+        self._recover_intents()
+
+    def __repr__(self) -> str:
+        return f"JobStore({str(self.data_dir)!r})"
+
+    # -- opening and the sidecar's health ---------------------------------------------
+
+    def _open_sidecar(self) -> None:
+        """Connect, migrate, and rebuild from the files when the sidecar is not usable."""
+        sidecar = self._sidecar
+        with self._lock(".sidecar", self.lock_timeout * 12):
+            problem = sidecar.health()
+            if problem == "missing":
+                # A -wal or -shm left from a deleted database must not be replayed into
+                # the new one.
+                for suffix in ("-wal", "-shm"):
+                    Path(f"{sidecar.path}{suffix}").unlink(missing_ok=True)
+            elif problem is not None:
+                sidecar.close()
+                aside = sidecar.path.with_name(
+                    f"{sidecar.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
+                )
+                os.replace(sidecar.path, aside)
+                for suffix in ("-wal", "-shm"):
+                    Path(f"{sidecar.path}{suffix}").unlink(missing_ok=True)
+                log.warning("sidecar_unusable", path=str(sidecar.path), reason=problem,
+                            moved_to=str(aside))
+            sidecar.connect()
+            fresh = sidecar.schema_version() == 0
+            sidecar.migrate()
+            if fresh:
+                report = self._rebuild(None)
+                if report.indexed or report.skipped or problem not in (None, "missing"):
+                    log.warning("sidecar_rebuilt", path=str(sidecar.path),
+                                reason=problem or "empty", jobs=report.indexed,
+                                skipped=len(report.skipped))
+
+    def _ready(self) -> None:
+        """Reopen the sidecar if someone deleted or replaced its file under us."""
+        if self._sidecar.replaced():
+            log.warning("sidecar_replaced", path=str(self._sidecar.path))
+            with self._sidecar.lock:
+                self._sidecar.close()
+                self._open_sidecar()
+
+    def close(self) -> None:
+        """Close the sidecar connection. The store must not be used afterwards."""
+        self._sidecar.close()
+
+    def __enter__(self) -> JobStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- locks ----------------------------------------------------------------------------
+
+    def _file_lock(self, name: str, timeout: float) -> FileLock:
+        return FileLock(self.layout.lock_path(name), timeout=timeout, fallback_to_soft=False)
+
+    @contextmanager
+    def _lock(self, name: str, timeout: float | None = None) -> Iterator[None]:
+        lock = self._file_lock(name, self.lock_timeout if timeout is None else timeout)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise LockTimeout(name, lock.timeout) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _try_lock(self, job_id: str) -> FileLock | None:
+        lock = self._file_lock(job_id, 0)
+        try:
+            lock.acquire(blocking=False)
+        except Timeout:
+            return None
+        return lock
+
+    # -- the write protocol -----------------------------------------------------------------
+
+    def _read(self, job_id: str, status: JobStatus) -> tuple[RemoteJob, bytes]:
+        return read_job_file(
+            self.layout.job_path(status, job_id), self.max_job_bytes, job_id, status
+        )
+
+    def _load_locked(self, job_id: str) -> RemoteJob | None:
+        """The job as its file says, holding its lock; repairs its row first if needed."""
+        status, intent = self._sidecar.state(job_id)
+        if intent or status is None:
+            # A crashed write, or a file the index does not know (or no job at all:
+            # ``locate`` finds nothing and costs six lstat calls).
+            if intent or self.layout.locate(job_id):
+                self._repair_locked(job_id)
+                status = self._sidecar.status_of(job_id)
+            if status is None:
+                return None
+        try:
+            return self._read(job_id, JobStatus(status))[0]
+        except FileNotFoundError:
+            # The row points at a file someone removed by hand: trust the files.
+            self._repair_locked(job_id)
+            status = self._sidecar.status_of(job_id)
+            return None if status is None else self._read(job_id, JobStatus(status))[0]
+
+    def _commit(
+        self,
+        job_id: str,
+        old_status: JobStatus | None,
+        new: RemoteJob | None,
+        operation: str,
+    ) -> RemoteJob | None:
+        """Steps 2–4 of the write protocol; the caller holds the job's lock."""
+        body = b""
+        if new is not None:
+            body = new.to_json()
+            if len(body) > self.max_job_bytes:
+                raise JobTooLarge(job_id, len(body), self.max_job_bytes)
+        with self._sidecar.transaction() as conn:
+            Sidecar.set_intent(conn, job_id, operation, _now_us())
+        try:
+            if new is not None:
+                write_atomic(
+                    self.layout.status_dir(new.status),
+                    f"{job_id}.json",
+                    body,
+                    durable=self.durable,
+                )
+            if old_status is not None and (new is None or new.status is not old_status):
+                remove_file(self.layout.job_path(old_status, job_id), durable=self.durable)
+        except StorageError as exc:
+            if not exc.in_place and (new is None or old_status is None or
+                                     new.status is old_status):
+                # Nothing changed on disk: take the intent back so the index is as before.
+                self._clear_intent_quietly(job_id)
+            raise
+        with self._sidecar.transaction() as conn:
+            if new is None:
+                Sidecar.drop_row(conn, job_id)
+            else:
+                Sidecar.put_rows(conn, [row_for(new, body, _now_us())])
+            Sidecar.clear_intent(conn, job_id)
+        return new
+
+    def _clear_intent_quietly(self, job_id: str) -> None:
+        try:
+            with self._sidecar.transaction() as conn:
+                Sidecar.clear_intent(conn, job_id)
+        except (sqlite3.Error, StorageError):
+            pass  # the intent stays; the next touch of the job re-derives its row
+
+    def _update(
+        self, job_id: str, change: Callable[[RemoteJob], RemoteJob], operation: str
+    ) -> RemoteJob:
+        """Apply a lifecycle rule to one job, atomically under its lock."""
+        validate_job_id(job_id)
+        self._ready()
+        with self._lock(job_id):
+            current = self._load_locked(job_id)
+            if current is None:
+                raise JobNotFound(job_id)
+            return self._store_next(current, change(current), operation)
+
+    def _store_next(self, current: RemoteJob, new: RemoteJob, operation: str) -> RemoteJob:
+        new = new.model_copy(update={"version": current.version + 1})
+        stored = self._commit(current.id, current.status, new, operation)
+        assert stored is not None
+        return stored
+
+    # -- repair -------------------------------------------------------------------------------
+
+    def _repair_locked(
+        self, job_id: str, *, quarantine_invalid: bool = False
+    ) -> tuple[list[str], list[Path]]:
+        """Re-derive one job's row from its files; the caller holds the job's lock.
+
+        Keeps the highest version when the job is in several directories (the others are
+        quarantined), removes the job's temp files (no write of it can be in flight), and
+        clears its intent. Invalid files are skipped, or quarantined if asked. Returns what
+        was done and where the quarantined files went.
+        """
+        actions: list[str] = []
+        quarantined: list[Path] = []
+        copies: list[tuple[RemoteJob, bytes, Path]] = []
+        for status in self.layout.locate(job_id):
+            path = self.layout.job_path(status, job_id)
+            try:
+                job, data = self._read(job_id, status)
+            except FileNotFoundError:
+                continue
+            except CorruptJobFile as exc:
+                if quarantine_invalid:
+                    quarantined.append(self.layout.quarantine_file(path, exc.reason))
+                    actions.append(f"quarantined {path}: {exc.reason}")
+                continue
+            copies.append((job, data, path))
+        for temp in self.layout.temp_files(job_id):
+            temp.unlink(missing_ok=True)
+            actions.append(f"removed temp file {temp}")
+        copies.sort(key=lambda c: c[0].version)
+        winner = copies.pop() if copies else None
+        for job, _, path in copies:
+            reason = f"older copy (version {job.version}) of a job found in two directories"
+            quarantined.append(self.layout.quarantine_file(path, reason))
+            actions.append(f"quarantined {path}: {reason}")
+        with self._sidecar.transaction() as conn:
+            if winner is None:
+                Sidecar.drop_row(conn, job_id)
+            else:
+                job, data, path = winner
+                written = os.lstat(path).st_mtime_ns // 1000
+                Sidecar.put_rows(conn, [row_for(job, data, written)])
+            Sidecar.clear_intent(conn, job_id)
+        actions.append(f"reindexed {job_id}" if winner else f"dropped row of {job_id}")
+        return actions, quarantined
+
+    def _recover_intents(self) -> int:
+        """Repair the jobs whose writer died mid-write; return how many."""
+        recovered = 0
+        for job_id in self._sidecar.intents():
+            lock = self._try_lock(job_id)
+            if lock is None:
+                continue  # a live writer holds it and will finish its own intent
+            try:
+                if self._sidecar.state(job_id)[1]:
+                    self._repair_locked(job_id)
+                    recovered += 1
+            finally:
+                lock.release()
+        if recovered:
+            log.warning("recovered_interrupted_writes", jobs=recovered,
+                        data_dir=str(self.data_dir))
+        return recovered
+
+    # -- repository: writes ---------------------------------------------------------------
+
+    def add(self, job: RemoteJob) -> RemoteJob:
+        """Store a new job as version 1; ``JobAlreadyExists`` if its id is taken."""
+        validate_job_id(job.id)
+        self._ready()
+        with self._lock(job.id):
+            if self._load_locked(job.id) is not None:
+                raise JobAlreadyExists(job.id)
+            stored = self._commit(job.id, None, job.model_copy(update={"version": 1}), "add")
+        assert stored is not None
+        return stored
+
+    def save(self, job: RemoteJob, *, expected_version: int | None = None) -> RemoteJob:
+        """Insert or replace ``job``; the stored copy gets the stored version + 1."""
+        validate_job_id(job.id)
+        self._ready()
+        with self._lock(job.id):
+            current = self._load_locked(job.id)
+            stored_version = current.version if current else 0
+            if expected_version is not None and expected_version != stored_version:
+                raise VersionConflict(job.id, expected_version, stored_version)
+            new = job.model_copy(update={"version": stored_version + 1})
+            stored = self._commit(job.id, current.status if current else None, new, "save")
+        assert stored is not None
+        return stored
+
+    def delete(self, job_id: str) -> bool:
+        """Remove a job; False if there was none."""
+        validate_job_id(job_id)
+        self._ready()
+        with self._lock(job_id):
+            current = self._load_locked(job_id)
+            if current is None:
+                return False
+            self._commit(job_id, current.status, None, "delete")
+            return True
+
+    # -- repository: reads ------------------------------------------------------------------
+
+    def get(self, job_id: str) -> RemoteJob | None:
+        """The job as its file says, or None. ``CorruptJobFile`` if the file is invalid."""
+        validate_job_id(job_id)
+        self._ready()
+        status = self._sidecar.status_of(job_id)
+        if status is not None:
+            try:
+                return self._read(job_id, JobStatus(status))[0]
+            except FileNotFoundError:
+                pass  # moved by a concurrent write, or gone: look everywhere
+        found = []
+        for where in self.layout.locate(job_id):
+            try:
+                found.append(self._read(job_id, where)[0])
+            except FileNotFoundError:
+                continue
+        return max(found, key=lambda j: j.version) if found else None
+
+    def _filters(
+        self,
+        status: Filter | JobStatus = None,
+        content_type: Filter = None,
+        worker_id: Filter = None,
+        ingestion_task_id: Filter = None,
+    ) -> dict[str, list[str]]:
+        def values(value: Any) -> list[Any] | None:
+            if value is None:
+                return None
+            if isinstance(value, str):
+                return [value]
+            return list(value)
+
+        filters: dict[str, list[str]] = {}
+        statuses = values(status)
+        if statuses is not None:
+            filters["status"] = [parse_status(s).value for s in statuses]
+        for column, given in (
+            ("content_type", content_type),
+            ("worker_id", worker_id),
+            ("ingestion_task_id", ingestion_task_id),
+        ):
+            chosen = values(given)
+            if chosen is not None:
+                if not all(isinstance(v, str) for v in chosen):
+                    raise InvalidArgument(f"{column} filter values must be strings")
+                filters[column] = chosen
+        return filters
+
+    @staticmethod
+    def _parse_bodies(bodies: list[bytes]) -> list[RemoteJob]:
+        return [RemoteJob.from_json(body) for body in bodies]
+
+    def find(
+        self,
+        *,
+        status: Filter | JobStatus = None,
+        content_type: Filter = None,
+        worker_id: Filter = None,
+        ingestion_task_id: Filter = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[RemoteJob]:
+        """Jobs matching every given filter (each a value or a list of any-of values),
+        ordered by ``created_at`` then id. Answered from the index alone."""
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise InvalidArgument(f"limit must be a non-negative integer, got {limit!r}")
+        if not isinstance(offset, int) or offset < 0:
+            raise InvalidArgument(f"offset must be a non-negative integer, got {offset!r}")
+        filters = self._filters(status, content_type, worker_id, ingestion_task_id)
+        self._ready()
+        return self._parse_bodies(self._sidecar.bodies(filters, limit, offset))
+
+    def count(
+        self,
+        *,
+        status: Filter | JobStatus = None,
+        content_type: Filter = None,
+        worker_id: Filter = None,
+        ingestion_task_id: Filter = None,
+    ) -> int:
+        """How many jobs ``find`` would return (without limit), from the index."""
+        filters = self._filters(status, content_type, worker_id, ingestion_task_id)
+        self._ready()
+        return self._sidecar.count(filters)
+
+    def find_by_ingestion_task(self, task_id: str) -> RemoteJob | None:
+        """The newest job of an ingestion task, or None."""
+        if not isinstance(task_id, str):
+            raise InvalidArgument("ingestion task id must be a string")
+        self._ready()
+        found = self._sidecar.newest_for_task(task_id)
+        return self.get(found[0]) if found else None
+
+    def expired(self, now: datetime | None = None) -> list[RemoteJob]:
+        """Pending or processing jobs whose ``timeout_at`` is before ``now``."""
+        self._ready()
+        cutoff = to_us(now or utcnow())
+        return self._parse_bodies(self._sidecar.bodies_timed_out(sorted(ACTIVE_STATUSES), cutoff))
+
+    def old_jobs(self, days_old: float = 7, now: datetime | None = None) -> list[RemoteJob]:
+        """Terminal jobs finished before ``now - days_old`` (finished = ``completed_at``,
+        else the time of the job's last write)."""
+        self._ready()
+        cutoff = to_us((now or utcnow()) - timedelta(days=days_old))
+        return self._parse_bodies(
+            self._sidecar.bodies_finished(sorted(TERMINAL_STATUSES), cutoff)
+        )
+
+    def statistics(self) -> dict[str, Any]:
+        """Counts by status (all six), content type and worker; total; size of bodies."""
+        self._ready()
+        with self._sidecar.lock:
+            total, size = self._sidecar.totals()
+            by_status = self._sidecar.grouped_counts("status")
+            return {
+                "total_jobs": total,
+                "status_counts": {s.value: by_status.get(s.value, 0) for s in JobStatus},
+                "content_type_counts": self._sidecar.grouped_counts("content_type"),
+                "worker_counts": self._sidecar.grouped_counts("worker_id"),
+                "storage_size_mb": round(size / (1024 * 1024), 2),
+            }
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def claim_next(
+        self,
+        worker_id: str,
+        *,
+        content_types: Sequence[str] | None = None,
+        lease_seconds: float = 300,
+    ) -> RemoteJob | None:
+        """Atomically move the oldest pending job (of ``content_types``) to processing for
+        ``worker_id``; None when no job is waiting."""
+        if not isinstance(worker_id, str) or not worker_id:
+            raise InvalidArgument("worker_id must be a non-empty string")
+        if isinstance(content_types, str):
+            content_types = [content_types]
+        wanted = None if content_types is None else list(content_types)
+        lifecycle.lease_delta(lease_seconds)
+        self._ready()
+        while True:
+            candidates = self._sidecar.claim_candidates(wanted, CLAIM_BATCH)
+            if not candidates:
+                # Jobs hidden by an intent whose writer died come back here.
+                if self._sidecar.intents() and self._recover_intents():
+                    continue
+                return None
+            busy = 0
+            for job_id in candidates:
+                locked, claimed = self._try_claim(job_id, worker_id, wanted, lease_seconds)
+                if claimed is not None:
+                    return claimed
+                busy += not locked
+            if busy == len(candidates):
+                time.sleep(0.0005)  # every candidate is mid-claim elsewhere
+
+    def _try_claim(
+        self, job_id: str, worker_id: str, wanted: list[str] | None, lease_seconds: float
+    ) -> tuple[bool, RemoteJob | None]:
+        """Try one candidate: (whether its lock was free, the claimed job or None)."""
+        lock = self._try_lock(job_id)
+        if lock is None:
+            return False, None
+        try:
+            current = self._load_locked(job_id)
+            if (
+                current is None
+                or current.status is not JobStatus.PENDING
+                or (wanted is not None and current.content_type not in wanted)
+            ):
+                return True, None  # taken or changed since the candidate query
+            claimed = lifecycle.claim(current, worker_id, lease_seconds, utcnow())
+            return True, self._store_next(current, claimed, "claim")
+        finally:
+            lock.release()
+
+    def heartbeat(
+        self,
+        job_id: str,
+        worker_id: str,
+        *,
+        lease_seconds: float = 300,
+        attempt: int | None = None,
+    ) -> RemoteJob:
+        """Extend the lease of a job ``worker_id`` holds to now + ``lease_seconds``."""
+        return self._update(
+            job_id,
+            lambda job: lifecycle.heartbeat(job, worker_id, lease_seconds, attempt, utcnow()),
+            "heartbeat",
+        )
+
+    def complete(
+        self,
+        job_id: str,
+        worker_id: str,
+        result_data: dict[str, Any] | None = None,
+        *,
+        attempt: int | None = None,
+    ) -> RemoteJob:
+        """processing → completed, storing ``result_data``."""
+        return self._update(
+            job_id,
+            lambda job: lifecycle.complete(job, worker_id, result_data, attempt, utcnow()),
+            "complete",
+        )
+
+    def fail(
+        self, job_id: str, worker_id: str, error_message: str, *, attempt: int | None = None
+    ) -> RemoteJob:
+        """processing → pending while retries remain (retry_count + 1), else failed."""
+        return self._update(
+            job_id,
+            lambda job: lifecycle.fail(job, worker_id, error_message, attempt, utcnow()),
+            "fail",
+        )
+
+    def cancel(self, job_id: str) -> RemoteJob:
+        """pending or processing → cancelled."""
+        return self._update(job_id, lambda job: lifecycle.cancel(job, utcnow()), "cancel")
+
+    def expire_overdue(self, now: datetime | None = None) -> list[RemoteJob]:
+        """Processing jobs past their lease → pending (retries left) or timeout."""
+        self._ready()
+        now = now or utcnow()
+        self._recover_intents()
+        changed = []
+        for job_id in self._sidecar.ids_timed_out(JobStatus.PROCESSING, to_us(now)):
+            with self._lock(job_id):
+                current = self._load_locked(job_id)
+                if current is not None and lifecycle.is_overdue(current, now):
+                    changed.append(
+                        self._store_next(current, lifecycle.expire(current, now), "expire")
+                    )
+        return changed
+
+    def cleanup(self, days_old: float = 7, now: datetime | None = None) -> int:
+        """Delete ``old_jobs(days_old, now)``; return how many were deleted."""
+        deleted = 0
+        for old in self.old_jobs(days_old, now):
+            with self._lock(old.id):
+                current = self._load_locked(old.id)
+                # Only if nobody changed it since the query picked it.
+                if current is not None and current.version == old.version:
+                    self._commit(old.id, current.status, None, "cleanup")
+                    deleted += 1
+        return deleted
+
+    # -- rebuild, verify, repair ---------------------------------------------------------
+
+    def reindex(self, progress: ProgressCallback | None = None) -> ReindexReport:
+        """Rebuild the sidecar from the files, in place and in one transaction.
+
+        Other processes keep reading the old index until the new one commits, and their
+        writes wait for it. Unreadable files are skipped and named in the report.
+        ``progress(done, total)`` is called as files are read.
+        """
+        self._ready()
+        return self._rebuild(progress)
+
+    def _rebuild(self, progress: ProgressCallback | None) -> ReindexReport:
+        started = time.perf_counter()
+        report = ReindexReport()
+        with self._sidecar.transaction() as conn:
+            # Holding the write lock while scanning: a write that lands meanwhile either
+            # waits for us or already changed the files we are about to read.
+            conn.execute("DELETE FROM jobs")
+            entries = list(self.layout.scan())
+            total = sum(1 for e in entries if e.kind == "job")
+            best: dict[str, Row] = {}
+            done = 0
+            for entry in entries:
+                if entry.kind != "job":
+                    if entry.kind == "foreign" or self.layout.is_old_temp(entry.path, TEMP_MAX_AGE):
+                        report.skipped.append(
+                            Problem(entry.kind, str(entry.path), _why_skipped(entry.kind))
+                        )
+                    continue
+                assert entry.job_id is not None
+                try:
+                    job, data = read_job_file(
+                        entry.path, self.max_job_bytes, entry.job_id, entry.status
+                    )
+                    written = os.lstat(entry.path).st_mtime_ns // 1000
+                except FileNotFoundError:
+                    continue
+                except CorruptJobFile as exc:
+                    report.skipped.append(
+                        Problem("unreadable", str(entry.path), exc.reason, entry.job_id)
+                    )
+                else:
+                    row = row_for(job, data, written)
+                    other = best.get(job.id)
+                    if other is not None:
+                        loser = other if other.version < row.version else row
+                        report.skipped.append(
+                            Problem(
+                                "duplicate",
+                                str(self.layout.job_path(JobStatus(loser.status), job.id)),
+                                f"older copy (version {loser.version}) of a job in two"
+                                " directories",
+                                job.id,
+                            )
+                        )
+                        row = row if loser is other else other
+                    best[job.id] = row
+                done += 1
+                if progress is not None and (done % 500 == 0 or done == total):
+                    progress(done, total)
+            Sidecar.put_rows(conn, best.values())
+            report.indexed = len(best)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def verify(self) -> VerifyReport:
+        """Compare the files with the sidecar; changes nothing.
+
+        Reports rows without files (orphaned), files without rows (missing), rows that
+        differ from their file (stale), jobs in two directories, unreadable job files,
+        interrupted writes, old temp files, and foreign entries (not counted as drift).
+        Suspects found while other processes write are re-checked under the job's lock.
+        """
+        self._ready()
+        report = VerifyReport()
+        suspects: set[str] = set()
+        rows = self._sidecar.versions()
+        seen: dict[str, int] = {}
+        for entry in self.layout.scan():
+            if entry.kind == "foreign":
+                report.problems.append(
+                    Problem("foreign", str(entry.path), _why_skipped("foreign"))
+                )
+            elif entry.kind == "temp":
+                if self.layout.is_old_temp(entry.path, TEMP_MAX_AGE):
+                    report.problems.append(Problem("temp", str(entry.path), _why_skipped("temp")))
+            else:
+                assert entry.job_id is not None
+                seen[entry.job_id] = seen.get(entry.job_id, 0) + 1
+                try:
+                    job, data = read_job_file(
+                        entry.path, self.max_job_bytes, entry.job_id, entry.status
+                    )
+                except FileNotFoundError:
+                    suspects.add(entry.job_id)
+                    continue
+                except CorruptJobFile:
+                    suspects.add(entry.job_id)
+                    continue
+                row = rows.get(entry.job_id)
+                if row != (entry.status.value, job.version, data):
+                    suspects.add(entry.job_id)
+        suspects.update(job_id for job_id, n in seen.items() if n > 1)
+        suspects.update(job_id for job_id in rows if job_id not in seen)
+        suspects.update(self._sidecar.intents())
+        report.jobs = len(seen)
+        for job_id in sorted(suspects):
+            with self._lock(job_id):
+                report.problems.extend(self._check_locked(job_id))
+        return report
+
+    def _check_locked(self, job_id: str) -> list[Problem]:
+        """The drift of one job, judged while holding its lock."""
+        problems: list[Problem] = []
+        copies: list[tuple[RemoteJob, bytes, JobStatus, Path]] = []
+        for status in self.layout.locate(job_id):
+            path = self.layout.job_path(status, job_id)
+            try:
+                job, data = self._read(job_id, status)
+            except FileNotFoundError:
+                continue
+            except CorruptJobFile as exc:
+                problems.append(Problem("unreadable", str(path), exc.reason, job_id))
+                continue
+            copies.append((job, data, status, path))
+        if self._sidecar.state(job_id)[1]:
+            problems.append(
+                Problem("intent", str(self._sidecar.path), "a write did not finish", job_id)
+            )
+        copies.sort(key=lambda c: c[0].version)
+        for job, _, _, path in copies[:-1]:
+            problems.append(
+                Problem("duplicate", str(path), f"older copy (version {job.version})", job_id)
+            )
+        row = self._sidecar.row(job_id)
+        if copies:
+            job, data, status, path = copies[-1]
+            if row is None:
+                problems.append(Problem("missing", str(path), "file has no index row", job_id))
+            elif (row.status, row.version, bytes(row.body)) != (status.value, job.version, data):
+                problems.append(
+                    Problem("stale", str(path), "index row differs from the file", job_id)
+                )
+        elif row is not None:
+            where = self.layout.job_path(JobStatus(row.status), job_id)
+            problems.append(Problem("orphaned", str(where), "index row has no file", job_id))
+        return problems
+
+    def repair(self) -> RepairReport:
+        """Fix what ``verify`` finds: rows re-derived from files, unreadable files and
+        older duplicates moved to ``.quarantine/`` (with a reason), old temp files removed.
+        Never deletes a job file."""
+        found = self.verify()
+        report = RepairReport(found=found)
+        jobs = sorted({p.job_id for p in found.drift if p.job_id is not None})
+        for job_id in jobs:
+            with self._lock(job_id):
+                actions, quarantined = self._repair_locked(job_id, quarantine_invalid=True)
+            report.actions.extend(actions)
+            report.quarantined.extend(str(path) for path in quarantined)
+        for problem in found.drift:
+            if problem.kind == "temp":
+                Path(problem.path).unlink(missing_ok=True)
+                report.actions.append(f"removed temp file {problem.path}")
+        if found.drift:
+            log.warning("repaired", data_dir=str(self.data_dir), actions=len(report.actions))
+        return report
+
+
+def _why_skipped(kind: str) -> str:
+    return {
+        "foreign": "not a job file (ignored)",
+        "temp": "temp file of an interrupted write",
+    }[kind]

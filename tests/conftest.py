@@ -1,0 +1,48 @@
+"""Fixtures shared by every test module."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hybridstore import JobStore, RemoteJob
+
+pytest_plugins = ["tests.postgres_support"]
+
+T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+_counter = itertools.count()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def store(data_dir: Path) -> Iterator[JobStore]:
+    with JobStore(data_dir) as opened:
+        yield opened
+
+
+def new_job(**fields: Any) -> RemoteJob:
+    """A valid job with distinct ids and increasing ``created_at`` unless given."""
+    n = next(_counter)
+    values: dict[str, Any] = {
+        "id": f"job-{n:06d}",
+        "ingestion_task_id": f"task-{n}",
+        "source_file_path": f"/in/file-{n}.pdf",
+        "content_type": "document",
+        "created_at": T0 + timedelta(seconds=n),
+    }
+    values.update(fields)
+    return RemoteJob(**values)
+
+
+@pytest.fixture
+def make_job() -> Callable[..., RemoteJob]:
+    return new_job
