@@ -140,13 +140,24 @@ class JobStore:
                             moved_to=str(aside))
             sidecar.connect()
             fresh = sidecar.schema_version() == 0
-            sidecar.migrate()
+            #: Sidecar migrations this open applied (all of them for a new sidecar).
+            self.migrations_applied = sidecar.migrate()
             if fresh:
                 report = self._rebuild(None)
                 if report.indexed or report.skipped or problem not in (None, "missing"):
                     log.warning("sidecar_rebuilt", path=str(sidecar.path),
                                 reason=problem or "empty", jobs=report.indexed,
                                 skipped=len(report.skipped))
+
+    @property
+    def schema_version(self) -> int:
+        """The sidecar's schema version (the highest migration applied)."""
+        return self._sidecar.schema_version()
+
+    @property
+    def sidecar_path(self) -> Path:
+        """Where the SQLite index lives."""
+        return self._sidecar.path
 
     def _ready(self) -> None:
         """Reopen the sidecar if someone deleted or replaced its file under us."""

@@ -1,0 +1,373 @@
+"""The ``hybridstore`` command: a thin layer that parses, calls the library and prints.
+
+Library errors become one line on stderr and exit code 1; usage errors exit 2 (click).
+Anything shown that came from a job or an argument is escaped, so control characters and
+escape sequences never reach the terminal raw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from .config import default_data_dir, is_database_url, open_repository
+from .errors import HybridStoreError
+from .logs import LEVELS, configure_logging
+from .model import JobStatus, RemoteJob, utcnow
+from .repository import JobRepository
+from .store import JobStore
+
+__all__ = ["main", "cli"]
+
+
+def safe(text: object) -> str:
+    """``text`` with every non-printable character escaped (\\n, \\x1b, ...)."""
+    value = str(text)
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"error: {safe(message)}", err=True)
+    sys.exit(1)
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=False, default=str))
+
+
+class Context:
+    """What the group's options decided: where the store is."""
+
+    def __init__(self, target: str | None) -> None:
+        self.target = target
+
+    def describe(self) -> str:
+        return self.target or os.environ.get("HYBRIDSTORE_URL") or str(default_data_dir())
+
+    @contextmanager
+    def repository(self) -> Iterator[JobRepository]:
+        repo = open_repository(self.target)
+        try:
+            yield repo
+        finally:
+            repo.close()
+
+    @contextmanager
+    def file_store(self, command: str) -> Iterator[JobStore]:
+        target = self.target or os.environ.get("HYBRIDSTORE_URL") or None
+        if target is not None and is_database_url(target):
+            fail(f"'{command}' works on a data directory, not on {target.split('://')[0]}://")
+        repo = open_repository(target)
+        assert isinstance(repo, JobStore)
+        try:
+            yield repo
+        finally:
+            repo.close()
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+class HybridStoreGroup(click.Group):
+    """Turns library errors into one line and exit code 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HybridStoreError as exc:
+            fail(str(exc))
+        except OSError as exc:
+            fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+
+
+@click.group(cls=HybridStoreGroup)
+@click.option(
+    "--data-dir",
+    "--store",
+    "target",
+    metavar="DIR|URL",
+    help="Data directory, file:// or postgresql:// URL. Default: $HYBRIDSTORE_URL, else "
+    "$HYBRIDSTORE_DATA_DIR, else $MORAG_REMOTE_JOBS_DATA_DIR, else ./data/remote_jobs.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LEVELS, case_sensitive=False),
+    default="warning",
+    show_default=True,
+    help="Least severe log events shown on stderr.",
+)
+@click.option("--json-logs", is_flag=True, help="Log as JSON lines instead of text.")
+@click.version_option(package_name="hybridstore")
+@click.pass_context
+def cli(ctx: click.Context, target: str | None, log_level: str, json_logs: bool) -> None:
+    """Track remote conversion jobs in a directory of JSON files indexed by SQLite."""
+    configure_logging(log_level, json_logs)
+    ctx.obj = Context(target)
+
+
+# -- the data directory ------------------------------------------------------------------
+
+
+@cli.command()
+@pass_context
+def init(context: Context) -> None:
+    """Create the data directory layout and its sidecar index."""
+    with context.file_store("init") as store:
+        click.echo(
+            f"initialized {safe(store.data_dir)} (sidecar schema version"
+            f" {store.schema_version}, {store.count()} jobs)"
+        )
+
+
+@cli.command()
+@pass_context
+def migrate(context: Context) -> None:
+    """Apply pending sidecar schema migrations."""
+    with context.file_store("migrate") as store:
+        for migration in store.migrations_applied:
+            click.echo(f"applied {migration.version:04d}_{migration.name}")
+        click.echo(f"sidecar schema is at version {store.schema_version}")
+
+
+@cli.command()
+@pass_context
+def reindex(context: Context) -> None:
+    """Rebuild the sidecar from the job files.
+
+    Other processes keep using the old index until the new one is complete. Unreadable
+    files are skipped and listed.
+    """
+    with context.file_store("reindex") as store:
+        show_bar = sys.stderr.isatty()
+        with _progress(show_bar, "reindexing") as progress:
+            report = store.reindex(progress=progress)
+    click.echo(f"indexed {report.indexed} jobs in {report.seconds:.2f}s")
+    if report.skipped:
+        click.echo(f"skipped {len(report.skipped)} files:")
+        for problem in report.skipped:
+            click.echo(f"  {safe(problem.path)}: {problem.kind}: {safe(problem.reason)}")
+
+
+@contextmanager
+def _progress(show: bool, label: str) -> Iterator[Callable[[int, int], None] | None]:
+    if not show:
+        yield None
+        return
+    bar: Any = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=max(total, 1), label=label, file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+
+
+@cli.command()
+@click.option("--repair", is_flag=True, help="Fix the drift found (quarantines bad files).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_context
+def verify(context: Context, repair: bool, as_json: bool) -> None:
+    """Compare the job files with the sidecar; exit 1 on drift unless repaired."""
+    with context.file_store("verify") as store:
+        if repair:
+            repaired = store.repair()
+            after = store.verify()
+            if as_json:
+                echo_json({**repaired.to_dict(), "after": after.to_dict()})
+            else:
+                _print_problems(repaired.found.problems)
+                for action in repaired.actions:
+                    click.echo(f"repair: {safe(action)}")
+                click.echo("ok: files and sidecar agree" if after.ok else "drift remains")
+            sys.exit(0 if after.ok else 1)
+        report = store.verify()
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        _print_problems(report.problems)
+        click.echo(
+            f"ok: {report.jobs} jobs, files and sidecar agree"
+            if report.ok
+            else f"drift: {len(report.drift)} problems (run 'hybridstore verify --repair')"
+        )
+    sys.exit(0 if report.ok else 1)
+
+
+def _print_problems(problems: list[Any]) -> None:
+    for problem in problems:
+        click.echo(f"{problem.kind}: {safe(problem.path)}: {safe(problem.reason)}")
+
+
+# -- reading ----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+@pass_context
+def stats(context: Context, as_json: bool) -> None:
+    """Show job counts by status, content type and worker."""
+    with context.repository() as repo:
+        statistics = repo.statistics()
+    if as_json:
+        echo_json(statistics)
+        return
+    click.echo(f"store: {safe(context.describe())}")
+    click.echo(f"total jobs: {statistics['total_jobs']}")
+    click.echo(f"storage: {statistics['storage_size_mb']} MB")
+    for title, key in (
+        ("by status", "status_counts"),
+        ("by content type", "content_type_counts"),
+        ("by worker", "worker_counts"),
+    ):
+        click.echo(f"{title}:")
+        for name, count in statistics[key].items():
+            click.echo(f"  {safe(name):<20} {count:>8}")
+
+
+STATUS_CHOICE = click.Choice([s.value for s in JobStatus])
+
+
+@cli.command("list")
+@click.option("--status", type=STATUS_CHOICE, multiple=True, help="Repeat for any of several.")
+@click.option("--content-type", multiple=True, help="Repeat for any of several.")
+@click.option("--worker", multiple=True, help="Repeat for any of several.")
+@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0), default=0)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of jobs as stored.")
+@pass_context
+def list_jobs(
+    context: Context,
+    status: tuple[str, ...],
+    content_type: tuple[str, ...],
+    worker: tuple[str, ...],
+    limit: int,
+    offset: int,
+    as_json: bool,
+) -> None:
+    """List jobs, oldest first."""
+    with context.repository() as repo:
+        jobs = repo.find(
+            status=list(status) or None,
+            content_type=list(content_type) or None,
+            worker_id=list(worker) or None,
+            limit=limit,
+            offset=offset,
+        )
+    if as_json:
+        echo_json([job.model_dump(mode="json") for job in jobs])
+        return
+    for job in jobs:
+        click.echo(
+            f"{safe(job.id):<38} {job.status.value:<10} {safe(job.content_type):<10}"
+            f" {safe(job.worker_id or '-'):<12} {job.created_at.isoformat()}"
+            f" retries={job.retry_count}/{job.max_retries}"
+        )
+
+
+@cli.command()
+@click.argument("job_id")
+@pass_context
+def show(context: Context, job_id: str) -> None:
+    """Print one job as JSON."""
+    with context.repository() as repo:
+        job = repo.get(job_id)
+    if job is None:
+        fail(f"job {job_id!r} not found")
+    echo_json(job.model_dump(mode="json"))
+
+
+# -- maintenance ------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the expired jobs as JSON.")
+@pass_context
+def expire(context: Context, as_json: bool) -> None:
+    """Return processing jobs whose lease ran out to pending (or timeout)."""
+    with context.repository() as repo:
+        changed = repo.expire_overdue()
+    if as_json:
+        echo_json([job.model_dump(mode="json") for job in changed])
+        return
+    for job in changed:
+        click.echo(f"{safe(job.id)} -> {job.status.value}")
+    click.echo(f"expired {len(changed)} jobs")
+
+
+@cli.command()
+@click.option("--days", type=click.FloatRange(min=0), default=7, show_default=True,
+              help="Delete terminal jobs finished more than this many days ago.")
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@pass_context
+def cleanup(context: Context, days: float, dry_run: bool) -> None:
+    """Delete old completed, failed, timed-out and cancelled jobs."""
+    with context.repository() as repo:
+        if dry_run:
+            old = repo.old_jobs(days, utcnow())
+            click.echo(f"would delete {len(old)} jobs finished more than {days:g} days ago")
+            return
+        deleted = repo.cleanup(days)
+    click.echo(f"deleted {deleted} jobs finished more than {days:g} days ago")
+
+
+# -- the main job -----------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--jobs", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1, max=64), default=4, show_default=True)
+@click.option("--fail-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="Chance that an attempt fails (failed attempts are retried).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_context
+def demo(context: Context, jobs: int, workers: int, fail_rate: float, as_json: bool) -> None:
+    """Create jobs and work them off with worker processes; print throughput and stats."""
+    from .demo import run_demo
+
+    target = context.target or os.environ.get("HYBRIDSTORE_URL") or str(default_data_dir())
+    if not is_database_url(target):
+        JobStore(target).close()  # create the directory before the workers start
+    if not as_json:
+        click.echo(f"demo: {jobs} jobs, {workers} worker processes, store {safe(target)}")
+    with _progress(sys.stderr.isatty() and not as_json, "jobs finished") as progress:
+        report = run_demo(target, jobs=jobs, workers=workers, fail_rate=fail_rate,
+                          progress=progress)
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    click.echo(
+        f"{report.claims} claims in {report.seconds:.2f}s:"
+        f" {report.claims_per_second:.0f} claims/s with {workers} workers"
+    )
+    click.echo(
+        f"attempts: {report.completed} completed, {report.failed_attempts} failed,"
+        f" {report.abandoned} abandoned (leases expired: {report.expired})"
+    )
+    statistics = report.statistics
+    counts = ", ".join(f"{k} {v}" for k, v in statistics["status_counts"].items())
+    click.echo(f"store now holds {statistics['total_jobs']} jobs: {counts}")
+
+
+def main() -> None:
+    """Entry point of the ``hybridstore`` console script."""
+    cli(prog_name="hybridstore")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""The demo: jobs in, worker processes through claim → heartbeat → complete/fail, figures out.
+
+It runs on any backend ``open_repository`` understands. Worker processes are real
+processes (``spawn``), each with its own repository handle, so what it shows is what a
+deployment of remote workers does: no job claimed twice, failed attempts retried, lost
+leases expired and retried, every job ending in a terminal status.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import open_repository
+from .model import TERMINAL_STATUSES, RemoteJob
+
+__all__ = ["DemoReport", "run_demo", "CONTENT_TYPES"]
+
+CONTENT_TYPES = ("document", "audio", "video", "image")
+
+
+@dataclass
+class DemoReport:
+    """What a demo run did and how fast."""
+
+    jobs: int
+    workers: int
+    claims: int = 0
+    completed: int = 0
+    failed_attempts: int = 0
+    abandoned: int = 0
+    expired: int = 0
+    seconds: float = 0.0
+    statistics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def claims_per_second(self) -> float:
+        return self.claims / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "jobs": self.jobs,
+            "workers": self.workers,
+            "claims": self.claims,
+            "completed": self.completed,
+            "failed_attempts": self.failed_attempts,
+            "abandoned_leases": self.abandoned,
+            "expired": self.expired,
+            "seconds": round(self.seconds, 3),
+            "claims_per_second": round(self.claims_per_second, 1),
+            "statistics": self.statistics,
+        }
+
+
+def _worker(
+    target: str,
+    name: str,
+    fail_rate: float,
+    abandon_rate: float,
+    work_seconds: float,
+    lease_seconds: float,
+    start: Any,
+    results: Any,
+) -> None:
+    """One remote worker: claim until no pending job is left and none is in flight."""
+    rng = random.Random(name)
+    counts = {"claims": 0, "completed": 0, "failed": 0, "abandoned": 0}
+    with open_repository(target) as repo:
+        start.wait()
+        while True:
+            job = repo.claim_next(name, lease_seconds=lease_seconds)
+            if job is None:
+                # Others may still fail jobs back to pending or leases may expire.
+                if repo.count(status=["pending", "processing"]) == 0:
+                    break
+                time.sleep(0.02)
+                continue
+            counts["claims"] += 1
+            if rng.random() < abandon_rate:
+                counts["abandoned"] += 1  # a worker that died: the lease will expire
+                continue
+            time.sleep(work_seconds / 2)
+            repo.heartbeat(job.id, name, lease_seconds=lease_seconds, attempt=job.attempt)
+            time.sleep(work_seconds / 2)
+            if rng.random() < fail_rate:
+                repo.fail(job.id, name, "simulated conversion error", attempt=job.attempt)
+                counts["failed"] += 1
+            else:
+                result = {"pages": rng.randint(1, 40), "worker": name}
+                repo.complete(job.id, name, result, attempt=job.attempt)
+                counts["completed"] += 1
+    results.put(counts)
+
+
+def run_demo(
+    target: str,
+    *,
+    jobs: int = 200,
+    workers: int = 4,
+    fail_rate: float = 0.1,
+    abandon_rate: float = 0.01,
+    work_seconds: float = 0.002,
+    lease_seconds: float = 1.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> DemoReport:
+    """Create ``jobs`` jobs in ``target`` and work them off with ``workers`` processes.
+
+    Abandoned claims (a simulated crash) come back through ``expire_overdue`` after
+    ``lease_seconds``; ``progress(done, total)`` follows the jobs reaching a terminal status.
+    """
+    report = DemoReport(jobs=jobs, workers=workers)
+    repo = open_repository(target)
+    try:
+        terminal = sorted(TERMINAL_STATUSES)
+        done_before = repo.count(status=terminal)
+        rng = random.Random(7)
+        for n in range(jobs):
+            repo.add(
+                RemoteJob(
+                    ingestion_task_id=f"ingest-{n % max(1, jobs // 3)}",
+                    source_file_path=f"/incoming/file-{n:06d}",
+                    content_type=rng.choice(CONTENT_TYPES),
+                    task_options={"quality": rng.choice(["low", "high"]), "n": n},
+                )
+            )
+        context = multiprocessing.get_context("spawn")
+        start = context.Event()
+        results = context.Queue()
+        processes = [
+            context.Process(
+                target=_worker,
+                args=(target, f"worker-{i + 1}", fail_rate, abandon_rate, work_seconds,
+                      lease_seconds, start, results),
+            )
+            for i in range(workers)
+        ]
+        for process in processes:
+            process.start()
+        started = time.perf_counter()
+        start.set()
+        counts = []
+        while len(counts) < workers:
+            report.expired += len(repo.expire_overdue())
+            if progress is not None:
+                progress(repo.count(status=terminal) - done_before, jobs)
+            while not results.empty():
+                counts.append(results.get())
+            if any(p.exitcode not in (None, 0) for p in processes):
+                raise RuntimeError("a demo worker process died")
+            time.sleep(0.1)
+        report.seconds = time.perf_counter() - started
+        for process in processes:
+            process.join()
+        for found in counts:
+            report.claims += found["claims"]
+            report.completed += found["completed"]
+            report.failed_attempts += found["failed"]
+            report.abandoned += found["abandoned"]
+        if progress is not None:
+            progress(repo.count(status=terminal) - done_before, jobs)
+        report.statistics = repo.statistics()
+    finally:
+        repo.close()
+    return report
