@@ -1,0 +1,277 @@
+"""What is specific to the file backend: the layout, the sidecar, verify/repair, old data."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from hybridstore import CorruptJobFile, JobStatus, JobStore, RemoteJob
+from hybridstore.sidecar import SIDECAR_NAME
+from tests.conftest import T0, new_job
+
+
+def job_files(data_dir: Path) -> list[str]:
+    """Every entry under the status directories, as status/name."""
+    return sorted(
+        f"{status.value}/{name}"
+        for status in JobStatus
+        for name in os.listdir(data_dir / status.value)
+    )
+
+
+def test_layout_one_file_per_job_in_its_status_directory(store: JobStore, data_dir: Path) -> None:
+    for name in ("pending", "processing", "completed", "failed", "timeout", "cancelled",
+                 ".locks"):
+        assert (data_dir / name).is_dir()
+    assert (data_dir / SIDECAR_NAME).is_file()
+    job = store.add(new_job(id="j1"))
+    assert job_files(data_dir) == ["pending/j1.json"]
+    body = json.loads((data_dir / "pending" / "j1.json").read_bytes())
+    assert body["id"] == "j1" and body["version"] == 1
+    store.claim_next("w")
+    assert job_files(data_dir) == ["processing/j1.json"]
+    store.complete("j1", "w")
+    assert job_files(data_dir) == ["completed/j1.json"]
+    store.delete("j1")
+    assert job_files(data_dir) == []
+
+
+def test_reads_and_queries_never_list_a_directory(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = [store.add(new_job(timeout_at=T0, worker_id="w")) for _ in range(5)]
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a query listed a directory")
+
+    monkeypatch.setattr(os, "scandir", forbidden)
+    monkeypatch.setattr(os, "listdir", forbidden)
+    assert store.find(status="pending", limit=2) == jobs[:2]
+    assert store.find(worker_id="w", content_type="document") == jobs
+    assert store.count(status="pending") == 5
+    assert store.get(jobs[0].id) == jobs[0]
+    assert store.find_by_ingestion_task(jobs[1].ingestion_task_id) == jobs[1]
+    assert len(store.expired(T0 + timedelta(days=1))) == 5
+    assert store.old_jobs() == []
+    assert store.statistics()["total_jobs"] == 5
+
+
+def test_the_sidecar_is_rebuilt_when_deleted(data_dir: Path) -> None:
+    with JobStore(data_dir) as store:
+        stored = [store.add(new_job()) for _ in range(3)]
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{data_dir / SIDECAR_NAME}{suffix}").unlink(missing_ok=True)
+    with JobStore(data_dir) as store:
+        assert store.find() == stored
+        assert store.verify().ok
+
+
+def test_a_garbage_sidecar_is_moved_aside_and_rebuilt(data_dir: Path) -> None:
+    with JobStore(data_dir) as store:
+        stored = store.add(new_job())
+    (data_dir / SIDECAR_NAME).write_bytes(b"this is not a database" * 100)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{data_dir / SIDECAR_NAME}{suffix}").unlink(missing_ok=True)
+    with JobStore(data_dir) as store:
+        assert store.find() == [stored]
+    assert [p.name for p in data_dir.glob(f"{SIDECAR_NAME}.corrupt-*")]
+
+
+def test_a_sidecar_of_an_older_schema_is_migrated(data_dir: Path) -> None:
+    with JobStore(data_dir) as store:
+        stored = store.add(new_job())
+    conn = sqlite3.connect(data_dir / SIDECAR_NAME)
+    conn.execute("DROP TABLE intents")
+    conn.execute("DELETE FROM schema_migrations WHERE version = 2")
+    conn.commit()
+    conn.close()
+    with JobStore(data_dir) as store:
+        assert [m.version for m in store.migrations_applied] == [2]
+        assert store.schema_version == 2
+        assert store.get(stored.id) == stored
+        assert store.claim_next("w") is not None
+
+
+def test_a_sidecar_of_a_newer_schema_is_refused(data_dir: Path) -> None:
+    JobStore(data_dir).close()
+    conn = sqlite3.connect(data_dir / SIDECAR_NAME)
+    conn.execute("INSERT INTO schema_migrations VALUES (99, 'future', '2030-01-01')")
+    conn.commit()
+    conn.close()
+    from hybridstore import SchemaError
+
+    with pytest.raises(SchemaError, match="newer"):
+        JobStore(data_dir)
+
+
+def test_an_older_json_index_directory_opens_as_is(tmp_path: Path) -> None:
+    """Status directories, naive timestamps and the three index files of the old design."""
+    data_dir = tmp_path / "old"
+    for status in JobStatus:
+        (data_dir / status.value).mkdir(parents=True)
+    old_body = {
+        "id": "legacy-1", "ingestion_task_id": "ingest-9", "source_file_path": "/in/x.mp3",
+        "content_type": "audio", "task_options": {"lang": "en"}, "status": "completed",
+        "worker_id": "gpu-1", "created_at": "2026-01-01T12:00:00",
+        "started_at": "2026-01-01T12:00:05", "completed_at": "2026-01-01T12:01:00",
+        "error_message": None, "result_data": {"text": "hi"}, "retry_count": 0,
+        "max_retries": 3, "timeout_at": "2026-01-01T13:00:00",
+    }
+    (data_dir / "completed" / "legacy-1.json").write_text(json.dumps(old_body, indent=2))
+    indexes = {
+        "content_type_index.json": {"audio": ["legacy-1"]},
+        "worker_index.json": {"gpu-1": ["legacy-1"]},
+        "ingestion_task_index.json": {"ingest-9": "legacy-1"},
+    }
+    for name, content in indexes.items():
+        (data_dir / name).write_text(json.dumps(content, indent=2))
+    before = {name: (data_dir / name).read_bytes() for name in indexes}
+    with JobStore(data_dir) as store:
+        job = store.find_by_ingestion_task("ingest-9")
+        assert job is not None and job.id == "legacy-1"
+        assert job.created_at == T0 and job.created_at.tzinfo is not None
+        assert job.version == 0 and job.attempt == 0
+        assert store.find(worker_id="gpu-1") == [job]
+        assert store.old_jobs(days_old=1, now=T0 + timedelta(days=2)) == [job]
+        assert store.verify().ok
+        assert store.reindex().indexed == 1
+        saved = store.save(job)
+        assert saved.version == 1
+    assert {name: (data_dir / name).read_bytes() for name in indexes} == before
+
+
+def test_reindex_skips_unreadable_files_and_reports_them(store: JobStore, data_dir: Path) -> None:
+    good = store.add(new_job())
+    (data_dir / "pending" / "broken.json").write_text('{"id": "broken", ')
+    (data_dir / "failed" / "notes.txt").write_text("hello")
+    report = store.reindex()
+    assert report.indexed == 1
+    kinds = {(p.kind, Path(p.path).name) for p in report.skipped}
+    assert kinds == {("unreadable", "broken.json"), ("foreign", "notes.txt")}
+    assert store.find() == [good]
+    with pytest.raises(CorruptJobFile, match="broken.json"):
+        store.get("broken")
+
+
+def test_verify_finds_each_kind_of_drift_and_repair_fixes_it(
+    store: JobStore, data_dir: Path
+) -> None:
+    kept = store.add(new_job(id="kept"))
+    orphan = store.add(new_job(id="orphan"))
+    stale = store.add(new_job(id="stale"))
+    twice = store.add(new_job(id="twice"))
+    assert store.verify().ok
+    (data_dir / "pending" / "orphan.json").unlink()  # row without file
+    missing = new_job(id="missing").model_copy(update={"version": 3})
+    (data_dir / "pending" / "missing.json").write_bytes(missing.to_json())  # file without row
+    edited = stale.model_copy(update={"error_message": "edited by hand", "version": 5})
+    (data_dir / "pending" / "stale.json").write_bytes(edited.to_json())
+    newer = twice.model_copy(update={"status": JobStatus.FAILED, "version": 2})
+    (data_dir / "failed" / "twice.json").write_bytes(newer.to_json())  # in two directories
+    (data_dir / "completed" / "bad.json").write_bytes(b"\xff\xfe not json")
+    old_temp = data_dir / "pending" / ".kept.json.abcdef.tmp"
+    old_temp.write_bytes(b"{")
+    os.utime(old_temp, (1, 1))
+    young_temp = data_dir / "pending" / ".kept.json.123456.tmp"
+    young_temp.write_bytes(b"{")  # a write in flight: not drift
+
+    report = store.verify()
+    found = {(p.kind, p.job_id) for p in report.drift}
+    assert found == {
+        ("orphaned", "orphan"), ("missing", "missing"), ("stale", "stale"),
+        ("duplicate", "twice"), ("stale", "twice"), ("unreadable", "bad"), ("temp", None),
+    }
+    assert not report.ok
+
+    repaired = store.repair()
+    assert len(repaired.quarantined) == 2  # the older twice.json and bad.json
+    assert store.verify().ok
+    assert store.get("orphan") is None
+    assert store.get("missing") == missing
+    assert store.get("stale") == edited
+    assert store.get("twice") == newer
+    assert store.get("kept") == kept
+    assert not old_temp.exists()
+    quarantine = data_dir / ".quarantine"
+    reasons = [p.read_text() for p in quarantine.glob("*.reason")]
+    assert len(reasons) == 2 and any("UTF-8" in r for r in reasons)
+    assert orphan.id not in {j.id for j in store.find()}
+
+
+def test_an_interrupted_write_is_repaired_on_the_next_open(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = JobStore(data_dir)
+    job = store.add(new_job())
+    from hybridstore.sidecar import Sidecar
+
+    def crash(*args: object) -> None:
+        raise SystemExit("killed between the file step and the sidecar step")
+
+    monkeypatch.setattr(Sidecar, "put_rows", staticmethod(crash))
+    with pytest.raises(SystemExit):
+        store.claim_next("w")
+    monkeypatch.undo()
+    # The file moved, the row did not: one intent marks the job.
+    assert (data_dir / "processing" / f"{job.id}.json").exists()
+    assert store._sidecar.intents() == [job.id]
+    store.close()
+    with JobStore(data_dir) as reopened:
+        assert reopened._sidecar.intents() == []
+        assert reopened.count(status="processing") == 1
+        assert reopened.verify().ok
+
+
+def test_a_job_larger_than_max_job_bytes_is_refused_before_writing(data_dir: Path) -> None:
+    from hybridstore import JobTooLarge
+
+    with JobStore(data_dir, max_job_bytes=2000) as store:
+        with pytest.raises(JobTooLarge):
+            store.add(new_job(task_options={"blob": "x" * 5000}))
+        assert job_files(data_dir) == []
+        assert store.count() == 0
+
+
+def test_a_store_survives_its_sidecar_being_deleted_while_open(store: JobStore,
+                                                               data_dir: Path) -> None:
+    first = store.add(new_job())
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{data_dir / SIDECAR_NAME}{suffix}").unlink(missing_ok=True)
+    second = store.add(new_job())
+    assert store.find() == [first, second]
+    assert store.verify().ok
+
+
+def test_network_file_systems_are_refused(tmp_path: Path) -> None:
+    from hybridstore import UnsupportedFileSystem
+    from hybridstore.files import check_local_file_system, file_system_type
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"server:/export {tmp_path} nfs4 rw 0 0\n/dev/vda / ext4 rw 0 0\n")
+    assert file_system_type(tmp_path / "data", str(mounts)) == "nfs4"
+    assert file_system_type(Path("/usr"), str(mounts)) == "ext4"
+    import hybridstore.files as files
+
+    original = files.file_system_type
+    files.file_system_type = lambda path: original(path, str(mounts))  # type: ignore[assignment]
+    try:
+        with pytest.raises(UnsupportedFileSystem, match="PostgreSQL"):
+            check_local_file_system(tmp_path / "data")
+        with pytest.raises(UnsupportedFileSystem):
+            JobStore(tmp_path / "data")
+    finally:
+        files.file_system_type = original  # type: ignore[assignment]
+
+
+def test_remote_job_from_a_store_is_a_copy(store: JobStore) -> None:
+    job = store.add(new_job(task_options={"a": [1]}))
+    fetched = store.get(job.id)
+    assert fetched is not None
+    fetched.task_options["a"].append(2)
+    assert store.get(job.id) == job
+    assert isinstance(fetched, RemoteJob)
