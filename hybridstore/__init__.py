@@ -60,9 +60,9 @@ __all__ = [
     "StorageManager",
     "UnsupportedFileSystem",
     "VersionConflict",
+    "__version__",
     "open_repository",
     "storage_manager",
-    "__version__",
 ]
 
 _storage_manager: StorageManager | None = None

@@ -12,7 +12,6 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -20,11 +19,11 @@ import click
 from .config import default_data_dir, is_database_url, open_repository
 from .errors import HybridStoreError
 from .logs import LEVELS, configure_logging
-from .model import JobStatus, RemoteJob, utcnow
+from .model import JobStatus, utcnow
 from .repository import JobRepository
 from .store import JobStore
 
-__all__ = ["main", "cli"]
+__all__ = ["cli", "main"]
 
 
 def safe(text: object) -> str:
@@ -311,8 +310,13 @@ def expire(context: Context, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--days", type=click.FloatRange(min=0), default=7, show_default=True,
-              help="Delete terminal jobs finished more than this many days ago.")
+@click.option(
+    "--days",
+    type=click.FloatRange(min=0),
+    default=7,
+    show_default=True,
+    help="Delete terminal jobs finished more than this many days ago.",
+)
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
 @pass_context
 def cleanup(context: Context, days: float, dry_run: bool) -> None:
@@ -332,8 +336,13 @@ def cleanup(context: Context, days: float, dry_run: bool) -> None:
 @cli.command()
 @click.option("--jobs", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1, max=64), default=4, show_default=True)
-@click.option("--fail-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True,
-              help="Chance that an attempt fails (failed attempts are retried).")
+@click.option(
+    "--fail-rate",
+    type=click.FloatRange(0, 1),
+    default=0.1,
+    show_default=True,
+    help="Chance that an attempt fails (failed attempts are retried).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_context
 def demo(context: Context, jobs: int, workers: int, fail_rate: float, as_json: bool) -> None:
@@ -346,8 +355,9 @@ def demo(context: Context, jobs: int, workers: int, fail_rate: float, as_json: b
     if not as_json:
         click.echo(f"demo: {jobs} jobs, {workers} worker processes, store {safe(target)}")
     with _progress(sys.stderr.isatty() and not as_json, "jobs finished") as progress:
-        report = run_demo(target, jobs=jobs, workers=workers, fail_rate=fail_rate,
-                          progress=progress)
+        report = run_demo(
+            target, jobs=jobs, workers=workers, fail_rate=fail_rate, progress=progress
+        )
     if as_json:
         echo_json(report.to_dict())
         return

@@ -9,7 +9,7 @@ found, failures logged and reported as ``False``). A malformed job id still rais
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -125,5 +125,5 @@ class StorageManager:
     def get_storage_statistics(self) -> dict[str, Any]:
         return {
             "remote_jobs": self.remote_jobs.get_statistics(),
-            "timestamp": datetime.now(timezone.utc).isoformat(),
+            "timestamp": datetime.now(UTC).isoformat(),
         }

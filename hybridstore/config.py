@@ -12,7 +12,7 @@ from .errors import BackendUnavailable
 if TYPE_CHECKING:
     from .repository import JobRepository
 
-__all__ = ["default_data_dir", "open_repository", "is_database_url"]
+__all__ = ["default_data_dir", "is_database_url", "open_repository"]
 
 DEFAULT_DATA_DIR = Path("data") / "remote_jobs"
 

@@ -18,7 +18,7 @@ from typing import Any
 from .config import open_repository
 from .model import TERMINAL_STATUSES, RemoteJob
 
-__all__ = ["DemoReport", "run_demo", "CONTENT_TYPES"]
+__all__ = ["CONTENT_TYPES", "DemoReport", "run_demo"]
 
 CONTENT_TYPES = ("document", "audio", "video", "image")
 
@@ -133,8 +133,16 @@ def run_demo(
         processes = [
             context.Process(
                 target=_worker,
-                args=(target, f"worker-{i + 1}", fail_rate, abandon_rate, work_seconds,
-                      lease_seconds, start, results),
+                args=(
+                    target,
+                    f"worker-{i + 1}",
+                    fail_rate,
+                    abandon_rate,
+                    work_seconds,
+                    lease_seconds,
+                    start,
+                    results,
+                ),
             )
             for i in range(workers)
         ]
@@ -142,7 +150,7 @@ def run_demo(
             process.start()
         started = time.perf_counter()
         start.set()
-        counts = []
+        counts: list[dict[str, int]] = []
         while len(counts) < workers:
             report.expired += len(repo.expire_overdue())
             if progress is not None:

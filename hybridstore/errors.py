@@ -39,9 +39,7 @@ class InvalidJobId(HybridStoreError, ValueError):
         shown = repr(job_id)
         if len(shown) > 80:
             shown = shown[:77] + "..."
-        super().__init__(
-            f"invalid job id {shown}: must match [A-Za-z0-9][A-Za-z0-9._-]{{0,127}}"
-        )
+        super().__init__(f"invalid job id {shown}: must match [A-Za-z0-9][A-Za-z0-9._-]{{0,127}}")
         self.job_id = job_id
 
 
@@ -53,9 +51,7 @@ class VersionConflict(HybridStoreError):
     """``save(expected_version=...)`` found another version stored."""
 
     def __init__(self, job_id: str, expected: int, actual: int) -> None:
-        super().__init__(
-            f"job {job_id!r}: expected stored version {expected}, found {actual}"
-        )
+        super().__init__(f"job {job_id!r}: expected stored version {expected}, found {actual}")
         self.job_id = job_id
         self.expected = expected
         self.actual = actual

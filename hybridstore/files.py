@@ -13,6 +13,7 @@ the new one, never a torn one. Nothing here follows a symlink or leaves the data
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -21,7 +22,7 @@ import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -109,18 +110,14 @@ def read_job_file(
         if exc.errno == errno.ELOOP:
             raise CorruptJobFile(path, "is a symlink (not followed)") from None
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            raise FileNotFoundError(
-                errno.ENOENT, "no such job file", str(path)
-            ) from None
+            raise FileNotFoundError(errno.ENOENT, "no such job file", str(path)) from None
         raise CorruptJobFile(path, f"cannot open: {exc.strerror}") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise CorruptJobFile(path, "not a regular file")
         if info.st_size > max_bytes:
-            raise CorruptJobFile(
-                path, f"{info.st_size} bytes, over the {max_bytes} limit"
-            )
+            raise CorruptJobFile(path, f"{info.st_size} bytes, over the {max_bytes} limit")
         chunks = []
         remaining = info.st_size + 1  # one more byte tells us if it grew meanwhile
         while remaining > 0:
@@ -136,9 +133,7 @@ def read_job_file(
     data = b"".join(chunks)
     job = parse_job(data, path, job_id)
     if job.status is not status:
-        raise CorruptJobFile(
-            path, f"status {job.status.value!r} does not match its directory"
-        )
+        raise CorruptJobFile(path, f"status {job.status.value!r} does not match its directory")
     return job, data
 
 
@@ -152,10 +147,8 @@ def fsync_dir(directory: Path) -> None:
 
 
 def _unlink_quietly(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass
 
 
 def write_atomic(directory: Path, name: str, data: bytes, *, durable: bool) -> None:
@@ -344,7 +337,7 @@ class Layout:
     def quarantine_file(self, path: Path, reason: str) -> Path:
         """Move ``path`` into ``.quarantine/`` with a ``.reason`` note beside it."""
         self.quarantine.mkdir(exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         target = self.quarantine / f"{stamp}-{path.parent.name}-{path.name}"
         while os.path.lexists(target):
             target = target.with_name(f"{target.name}.{secrets.token_hex(2)}")

@@ -14,13 +14,13 @@ from .errors import InvalidArgument, InvalidTransition, NotJobOwner
 from .model import JobStatus, RemoteJob
 
 __all__ = [
-    "claim",
-    "heartbeat",
-    "complete",
-    "fail",
     "cancel",
-    "expire",
     "check_lease",
+    "claim",
+    "complete",
+    "expire",
+    "fail",
+    "heartbeat",
     "is_overdue",
     "lease_delta",
 ]
@@ -119,9 +119,7 @@ def cancel(job: RemoteJob, now: datetime) -> RemoteJob:
 def is_overdue(job: RemoteJob, now: datetime) -> bool:
     """A processing job whose lease ended before ``now``."""
     return (
-        job.status is JobStatus.PROCESSING
-        and job.timeout_at is not None
-        and job.timeout_at < now
+        job.status is JobStatus.PROCESSING and job.timeout_at is not None and job.timeout_at < now
     )
 
 

@@ -7,7 +7,7 @@ import sys
 
 import structlog
 
-__all__ = ["configure_logging", "LEVELS"]
+__all__ = ["LEVELS", "configure_logging"]
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 

@@ -129,8 +129,14 @@ class MemoryJobRepository:
         worker_id: Filter = None,
         ingestion_task_id: Filter = None,
     ) -> int:
-        return len(self.find(status=status, content_type=content_type, worker_id=worker_id,
-                             ingestion_task_id=ingestion_task_id))
+        return len(
+            self.find(
+                status=status,
+                content_type=content_type,
+                worker_id=worker_id,
+                ingestion_task_id=ingestion_task_id,
+            )
+        )
 
     def find_by_ingestion_task(self, task_id: str) -> RemoteJob | None:
         found = self.find(ingestion_task_id=task_id)
@@ -139,15 +145,17 @@ class MemoryJobRepository:
     def expired(self, now: datetime | None = None) -> list[RemoteJob]:
         now = now or utcnow()
         return self._select(
-            lambda j: j.status in ACTIVE_STATUSES and j.timeout_at is not None
-            and j.timeout_at < now
+            lambda j: (
+                j.status in ACTIVE_STATUSES and j.timeout_at is not None and j.timeout_at < now
+            )
         )
 
     def old_jobs(self, days_old: float = 7, now: datetime | None = None) -> list[RemoteJob]:
         cutoff = (now or utcnow()) - timedelta(days=days_old)
         return self._select(
-            lambda j: j.status in TERMINAL_STATUSES
-            and (j.completed_at or self._written[j.id]) < cutoff
+            lambda j: (
+                j.status in TERMINAL_STATUSES and (j.completed_at or self._written[j.id]) < cutoff
+            )
         )
 
     def statistics(self) -> dict[str, Any]:
@@ -199,7 +207,11 @@ class MemoryJobRepository:
             )
 
     def heartbeat(
-        self, job_id: str, worker_id: str, *, lease_seconds: float = 300,
+        self,
+        job_id: str,
+        worker_id: str,
+        *,
+        lease_seconds: float = 300,
         attempt: int | None = None,
     ) -> RemoteJob:
         return self._update(
@@ -207,7 +219,11 @@ class MemoryJobRepository:
         )
 
     def complete(
-        self, job_id: str, worker_id: str, result_data: dict[str, Any] | None = None, *,
+        self,
+        job_id: str,
+        worker_id: str,
+        result_data: dict[str, Any] | None = None,
+        *,
         attempt: int | None = None,
     ) -> RemoteJob:
         return self._update(

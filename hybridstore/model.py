@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from datetime import datetime, timezone
-from enum import Enum
+from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
@@ -18,13 +18,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from .errors import InvalidArgument, InvalidJobId
 
 __all__ = [
+    "ACTIVE_STATUSES",
+    "TERMINAL_STATUSES",
     "JobStatus",
     "RemoteJob",
-    "TERMINAL_STATUSES",
-    "ACTIVE_STATUSES",
-    "validate_job_id",
     "parse_status",
     "utcnow",
+    "validate_job_id",
 ]
 
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -32,7 +32,7 @@ JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MAX_JSON_DEPTH = 64
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     """Where a job is in its life; each status is also the name of its directory."""
 
     PENDING = "pending"
@@ -82,14 +82,14 @@ def parse_status(status: object) -> JobStatus:
 
 def utcnow() -> datetime:
     """The current time as an aware UTC datetime."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _as_utc(value: datetime) -> datetime:
     # The older design wrote naive ISO strings meaning UTC.
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 UTCDateTime = Annotated[datetime, AfterValidator(_as_utc)]

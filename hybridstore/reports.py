@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Problem", "ReindexReport", "VerifyReport", "RepairReport"]
+__all__ = ["Problem", "ReindexReport", "RepairReport", "VerifyReport"]
 
 
 @dataclass(frozen=True)

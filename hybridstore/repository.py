@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from .model import JobStatus, RemoteJob
 
-__all__ = ["JobRepository", "Filter"]
+__all__ = ["Filter", "JobRepository"]
 
 #: A filter value: one value, or a sequence meaning "any of these".
 Filter = str | Sequence[str] | None

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from .errors import SchemaError
 from .migrations import Migration, load_migrations
 from .model import JobStatus, RemoteJob
 
-__all__ = ["Sidecar", "Row", "row_for", "to_us", "from_us", "SIDECAR_NAME"]
+__all__ = ["SIDECAR_NAME", "Row", "Sidecar", "from_us", "row_for", "to_us"]
 
 SIDECAR_NAME = "hybridstore.sqlite3"
 _HEADER = b"SQLite format 3\x00"
@@ -38,14 +38,12 @@ FILTER_COLUMNS = ("status", "content_type", "worker_id", "ingestion_task_id")
 
 def to_us(value: datetime) -> int:
     """An aware datetime as integer microseconds since the epoch (exact, sortable)."""
-    delta = value - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def from_us(value: int) -> datetime:
-    return datetime.fromtimestamp(value // 1_000_000, timezone.utc).replace(
-        microsecond=value % 1_000_000
-    )
+    return datetime.fromtimestamp(value // 1_000_000, UTC).replace(microsecond=value % 1_000_000)
 
 
 @dataclass(frozen=True)
@@ -89,7 +87,7 @@ _UPSERT = (
 )
 
 
-def where_clause(filters: dict[str, Sequence[str]]) -> tuple[str, list[Any]]:
+def where_clause(filters: Mapping[str, Sequence[str]]) -> tuple[str, list[Any]]:
     """SQL for filters that combine with AND; each column matches any of its values."""
     parts: list[str] = []
     params: list[Any] = []
@@ -261,7 +259,7 @@ class Sidecar:
                         (
                             migration.version,
                             migration.name,
-                            datetime.now(timezone.utc).isoformat(),
+                            datetime.now(UTC).isoformat(),
                         ),
                     )
                 applied.append(migration)
@@ -304,9 +302,7 @@ class Sidecar:
 
     @staticmethod
     def set_intent(conn: sqlite3.Connection, job_id: str, operation: str, now_us: int) -> None:
-        conn.execute(
-            "INSERT OR REPLACE INTO intents VALUES (?, ?, ?)", (job_id, operation, now_us)
-        )
+        conn.execute("INSERT OR REPLACE INTO intents VALUES (?, ?, ?)", (job_id, operation, now_us))
 
     @staticmethod
     def clear_intent(conn: sqlite3.Connection, job_id: str) -> None:
@@ -341,7 +337,7 @@ class Sidecar:
 
     def bodies(
         self,
-        filters: dict[str, Sequence[str]],
+        filters: Mapping[str, Sequence[str]],
         limit: int | None = None,
         offset: int = 0,
     ) -> list[bytes]:
@@ -349,7 +345,7 @@ class Sidecar:
         sql = f"SELECT body FROM jobs{where} ORDER BY created_us, id LIMIT ? OFFSET ?"
         return [r[0] for r in self._all(sql, [*params, -1 if limit is None else limit, offset])]
 
-    def count(self, filters: dict[str, Sequence[str]]) -> int:
+    def count(self, filters: Mapping[str, Sequence[str]]) -> int:
         where, params = where_clause(filters)
         return int(self._all(f"SELECT count(*) FROM jobs{where}", params)[0][0])
 
@@ -387,8 +383,7 @@ class Sidecar:
         return [
             r[0]
             for r in self._all(
-                "SELECT id FROM jobs WHERE status = ? AND timeout_us < ?"
-                " ORDER BY timeout_us, id",
+                "SELECT id FROM jobs WHERE status = ? AND timeout_us < ? ORDER BY timeout_us, id",
                 (status.value, before_us),
             )
         ]

@@ -60,7 +60,7 @@ from .model import (
 from .reports import Problem, ReindexReport, RepairReport, VerifyReport
 from .sidecar import SIDECAR_NAME, Row, Sidecar, row_for, to_us
 
-__all__ = ["JobStore", "DEFAULT_MAX_JOB_BYTES"]
+__all__ = ["DEFAULT_MAX_JOB_BYTES", "JobStore"]
 
 log = structlog.get_logger("hybridstore")
 
@@ -136,8 +136,9 @@ class JobStore:
                 os.replace(sidecar.path, aside)
                 for suffix in ("-wal", "-shm"):
                     Path(f"{sidecar.path}{suffix}").unlink(missing_ok=True)
-                log.warning("sidecar_unusable", path=str(sidecar.path), reason=problem,
-                            moved_to=str(aside))
+                log.warning(
+                    "sidecar_unusable", path=str(sidecar.path), reason=problem, moved_to=str(aside)
+                )
             sidecar.connect()
             fresh = sidecar.schema_version() == 0
             #: Sidecar migrations this open applied (all of them for a new sidecar).
@@ -145,9 +146,13 @@ class JobStore:
             if fresh:
                 report = self._rebuild(None)
                 if report.indexed or report.skipped or problem not in (None, "missing"):
-                    log.warning("sidecar_rebuilt", path=str(sidecar.path),
-                                reason=problem or "empty", jobs=report.indexed,
-                                skipped=len(report.skipped))
+                    log.warning(
+                        "sidecar_rebuilt",
+                        path=str(sidecar.path),
+                        reason=problem or "empty",
+                        jobs=report.indexed,
+                        skipped=len(report.skipped),
+                    )
 
     @property
     def schema_version(self) -> int:
@@ -254,8 +259,7 @@ class JobStore:
             if old_status is not None and (new is None or new.status is not old_status):
                 remove_file(self.layout.job_path(old_status, job_id), durable=self.durable)
         except StorageError as exc:
-            if not exc.in_place and (new is None or old_status is None or
-                                     new.status is old_status):
+            if not exc.in_place and (new is None or old_status is None or new.status is old_status):
                 # Nothing changed on disk: take the intent back so the index is as before.
                 self._clear_intent_quietly(job_id)
             raise
@@ -353,8 +357,7 @@ class JobStore:
             finally:
                 lock.release()
         if recovered:
-            log.warning("recovered_interrupted_writes", jobs=recovered,
-                        data_dir=str(self.data_dir))
+            log.warning("recovered_interrupted_writes", jobs=recovered, data_dir=str(self.data_dir))
         return recovered
 
     # -- repository: writes ---------------------------------------------------------------
@@ -501,9 +504,7 @@ class JobStore:
         else the time of the job's last write)."""
         self._ready()
         cutoff = to_us((now or utcnow()) - timedelta(days=days_old))
-        return self._parse_bodies(
-            self._sidecar.bodies_finished(sorted(TERMINAL_STATUSES), cutoff)
-        )
+        return self._parse_bodies(self._sidecar.bodies_finished(sorted(TERMINAL_STATUSES), cutoff))
 
     def statistics(self) -> dict[str, Any]:
         """Counts by status (all six), content type and worker; total; size of bodies."""
@@ -695,8 +696,7 @@ class JobStore:
                             Problem(
                                 "duplicate",
                                 str(self.layout.job_path(JobStatus(loser.status), job.id)),
-                                f"older copy (version {loser.version}) of a job in two"
-                                " directories",
+                                f"older copy (version {loser.version}) of a job in two directories",
                                 job.id,
                             )
                         )
@@ -725,9 +725,7 @@ class JobStore:
         seen: dict[str, int] = {}
         for entry in self.layout.scan():
             if entry.kind == "foreign":
-                report.problems.append(
-                    Problem("foreign", str(entry.path), _why_skipped("foreign"))
-                )
+                report.problems.append(Problem("foreign", str(entry.path), _why_skipped("foreign")))
             elif entry.kind == "temp":
                 if self.layout.is_old_temp(entry.path, TEMP_MAX_AGE):
                     report.problems.append(Problem("temp", str(entry.path), _why_skipped("temp")))

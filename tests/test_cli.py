@@ -119,9 +119,8 @@ def test_migrate_reports_the_schema_version(data_dir: Path) -> None:
         ["show", "line\nbreak"],
     ],
 )
-def test_hostile_arguments_get_one_escaped_line_and_exit_1(data_dir: Path,
-                                                           args: list[str]) -> None:
-    code, out, err = run(data_dir, *args)
+def test_hostile_arguments_get_one_escaped_line_and_exit_1(data_dir: Path, args: list[str]) -> None:
+    code, _out, err = run(data_dir, *args)
     assert code == 1
     assert err.count("\n") == 1 and err.startswith("error: invalid job id")
     assert "\x1b" not in err and "Traceback" not in err
@@ -146,7 +145,11 @@ def test_a_real_subprocess_with_json_logs(tmp_path: Path) -> None:
     (tmp_path / "env-dir" / "hybridstore.sqlite3").write_bytes(b"garbage" * 50)
     done = subprocess.run(
         [sys.executable, "-m", "hybridstore.cli", "--json-logs", "stats", "--json"],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["total_jobs"] == 0
@@ -155,7 +158,11 @@ def test_a_real_subprocess_with_json_logs(tmp_path: Path) -> None:
 
     bad = subprocess.run(
         [sys.executable, "-m", "hybridstore.cli", "show", "../x"],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
     assert bad.returncode == 1 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
 
@@ -163,9 +170,21 @@ def test_a_real_subprocess_with_json_logs(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_demo_runs_every_job_to_a_terminal_status(tmp_path: Path) -> None:
     done = subprocess.run(
-        ["hybridstore", "--data-dir", str(tmp_path / "demo"), "demo", "--jobs", "120",
-         "--workers", "3", "--json"],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            "hybridstore",
+            "--data-dir",
+            str(tmp_path / "demo"),
+            "demo",
+            "--jobs",
+            "120",
+            "--workers",
+            "3",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)

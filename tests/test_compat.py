@@ -26,8 +26,10 @@ def job_dict(job_id: str, **extra: object) -> dict[str, object]:
 def test_dict_round_trip_and_queries(tmp_path: Path) -> None:
     storage = RemoteJobsStorage(str(tmp_path / "data"))
     assert storage.save_job(job_dict("a", created_at="2026-01-01T12:00:00")) is True
-    assert storage.save_job(job_dict("b", content_type="audio", worker_id="w1",
-                                     status="processing")) is True
+    assert (
+        storage.save_job(job_dict("b", content_type="audio", worker_id="w1", status="processing"))
+        is True
+    )
     loaded = storage.load_job("a")
     assert loaded is not None and loaded["id"] == "a"
     assert loaded["created_at"].startswith("2026-01-01T12:00:00")
@@ -49,8 +51,11 @@ def test_expired_and_old_jobs(tmp_path: Path) -> None:
     storage = RemoteJobsStorage(tmp_path / "data")
     past = (utcnow() - timedelta(hours=1)).isoformat()
     storage.save_job(job_dict("late", timeout_at=past))
-    storage.save_job(job_dict("done", status="completed",
-                              completed_at=(utcnow() - timedelta(days=9)).isoformat()))
+    storage.save_job(
+        job_dict(
+            "done", status="completed", completed_at=(utcnow() - timedelta(days=9)).isoformat()
+        )
+    )
     assert [j["id"] for j in storage.get_expired_jobs()] == ["late"]
     assert [j["id"] for j in storage.get_old_jobs(7)] == ["done"]
     assert storage.get_old_jobs(10) == []
@@ -73,8 +78,9 @@ def test_storage_manager(tmp_path: Path) -> None:
     assert (tmp_path / "data" / "pending").is_dir()
     storage = manager.remote_jobs
     assert manager.remote_jobs is storage
-    storage.save_job(job_dict("old", status="failed",
-                              completed_at=(utcnow() - timedelta(days=30)).isoformat()))
+    storage.save_job(
+        job_dict("old", status="failed", completed_at=(utcnow() - timedelta(days=30)).isoformat())
+    )
     storage.save_job(job_dict("new", status="failed", completed_at=utcnow().isoformat()))
     stats = manager.get_storage_statistics()
     assert stats["remote_jobs"]["total_jobs"] == 2 and "timestamp" in stats

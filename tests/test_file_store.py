@@ -25,11 +25,10 @@ def job_files(data_dir: Path) -> list[str]:
 
 
 def test_layout_one_file_per_job_in_its_status_directory(store: JobStore, data_dir: Path) -> None:
-    for name in ("pending", "processing", "completed", "failed", "timeout", "cancelled",
-                 ".locks"):
+    for name in ("pending", "processing", "completed", "failed", "timeout", "cancelled", ".locks"):
         assert (data_dir / name).is_dir()
     assert (data_dir / SIDECAR_NAME).is_file()
-    job = store.add(new_job(id="j1"))
+    store.add(new_job(id="j1"))
     assert job_files(data_dir) == ["pending/j1.json"]
     body = json.loads((data_dir / "pending" / "j1.json").read_bytes())
     assert body["id"] == "j1" and body["version"] == 1
@@ -115,12 +114,21 @@ def test_an_older_json_index_directory_opens_as_is(tmp_path: Path) -> None:
     for status in JobStatus:
         (data_dir / status.value).mkdir(parents=True)
     old_body = {
-        "id": "legacy-1", "ingestion_task_id": "ingest-9", "source_file_path": "/in/x.mp3",
-        "content_type": "audio", "task_options": {"lang": "en"}, "status": "completed",
-        "worker_id": "gpu-1", "created_at": "2026-01-01T12:00:00",
-        "started_at": "2026-01-01T12:00:05", "completed_at": "2026-01-01T12:01:00",
-        "error_message": None, "result_data": {"text": "hi"}, "retry_count": 0,
-        "max_retries": 3, "timeout_at": "2026-01-01T13:00:00",
+        "id": "legacy-1",
+        "ingestion_task_id": "ingest-9",
+        "source_file_path": "/in/x.mp3",
+        "content_type": "audio",
+        "task_options": {"lang": "en"},
+        "status": "completed",
+        "worker_id": "gpu-1",
+        "created_at": "2026-01-01T12:00:00",
+        "started_at": "2026-01-01T12:00:05",
+        "completed_at": "2026-01-01T12:01:00",
+        "error_message": None,
+        "result_data": {"text": "hi"},
+        "retry_count": 0,
+        "max_retries": 3,
+        "timeout_at": "2026-01-01T13:00:00",
     }
     (data_dir / "completed" / "legacy-1.json").write_text(json.dumps(old_body, indent=2))
     indexes = {
@@ -154,7 +162,7 @@ def test_reindex_skips_unreadable_files_and_reports_them(store: JobStore, data_d
     kinds = {(p.kind, Path(p.path).name) for p in report.skipped}
     assert kinds == {("unreadable", "broken.json"), ("foreign", "notes.txt")}
     assert store.find() == [good]
-    with pytest.raises(CorruptJobFile, match="broken.json"):
+    with pytest.raises(CorruptJobFile, match=r"broken\.json"):
         store.get("broken")
 
 
@@ -183,8 +191,13 @@ def test_verify_finds_each_kind_of_drift_and_repair_fixes_it(
     report = store.verify()
     found = {(p.kind, p.job_id) for p in report.drift}
     assert found == {
-        ("orphaned", "orphan"), ("missing", "missing"), ("stale", "stale"),
-        ("duplicate", "twice"), ("stale", "twice"), ("unreadable", "bad"), ("temp", None),
+        ("orphaned", "orphan"),
+        ("missing", "missing"),
+        ("stale", "stale"),
+        ("duplicate", "twice"),
+        ("stale", "twice"),
+        ("unreadable", "bad"),
+        ("temp", None),
     }
     assert not report.ok
 
@@ -237,8 +250,9 @@ def test_a_job_larger_than_max_job_bytes_is_refused_before_writing(data_dir: Pat
         assert store.count() == 0
 
 
-def test_a_store_survives_its_sidecar_being_deleted_while_open(store: JobStore,
-                                                               data_dir: Path) -> None:
+def test_a_store_survives_its_sidecar_being_deleted_while_open(
+    store: JobStore, data_dir: Path
+) -> None:
     first = store.add(new_job())
     for suffix in ("", "-wal", "-shm"):
         Path(f"{data_dir / SIDECAR_NAME}{suffix}").unlink(missing_ok=True)

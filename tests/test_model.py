@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -24,22 +24,32 @@ def test_defaults() -> None:
     assert job.task_options == {}
     assert job.retry_count == 0 and job.max_retries == 3
     assert job.version == 0 and job.attempt == 0
-    assert job.created_at.tzinfo is timezone.utc
+    assert job.created_at.tzinfo is UTC
     assert abs((utcnow() - job.created_at).total_seconds()) < 5
-    for name in ("worker_id", "started_at", "completed_at", "timeout_at", "error_message",
-                 "result_data"):
+    for name in (
+        "worker_id",
+        "started_at",
+        "completed_at",
+        "timeout_at",
+        "error_message",
+        "result_data",
+    ):
         assert getattr(job, name) is None
 
 
 def test_naive_timestamps_are_utc_and_aware_ones_are_converted() -> None:
     job = RemoteJob.model_validate(
-        {**BASE, "id": "a", "created_at": "2026-01-01T12:00:00",
-         "timeout_at": "2026-01-01T14:00:00+02:00"}
+        {
+            **BASE,
+            "id": "a",
+            "created_at": "2026-01-01T12:00:00",
+            "timeout_at": "2026-01-01T14:00:00+02:00",
+        }
     )
-    assert job.created_at == datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
-    assert job.created_at.tzinfo is timezone.utc
-    assert job.timeout_at == datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
-    assert job.timeout_at.tzinfo is timezone.utc
+    assert job.created_at == datetime(2026, 1, 1, 12, tzinfo=UTC)
+    assert job.created_at.tzinfo is UTC
+    assert job.timeout_at == datetime(2026, 1, 1, 12, tzinfo=UTC)
+    assert job.timeout_at.tzinfo is UTC
 
 
 @pytest.mark.parametrize(
@@ -81,7 +91,7 @@ def test_is_expired() -> None:
 
 
 def test_processing_duration() -> None:
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
     assert RemoteJob(**BASE).processing_duration == 0.0
     done = RemoteJob(**BASE, started_at=start, completed_at=start + timedelta(seconds=90))
     assert done.processing_duration == 90.0
@@ -98,8 +108,13 @@ def test_can_retry() -> None:
 
 
 def test_to_dict_is_the_api_shape() -> None:
-    job = RemoteJob(**BASE, id="j1", result_data={"secret": 1}, worker_id="w",
-                    created_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    job = RemoteJob(
+        **BASE,
+        id="j1",
+        result_data={"secret": 1},
+        worker_id="w",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
     shape = job.to_dict()
     assert shape["job_id"] == "j1" and "id" not in shape
     assert "result_data" not in shape
@@ -118,13 +133,16 @@ def test_status_assignment_is_validated() -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=20,
 )
 aware = st.datetimes(
-    min_value=datetime(1970, 1, 2), max_value=datetime(9999, 1, 1), timezones=st.just(timezone.utc)
+    min_value=datetime(1970, 1, 2), max_value=datetime(9999, 1, 1), timezones=st.just(UTC)
 )
 jobs = st.builds(
     RemoteJob,

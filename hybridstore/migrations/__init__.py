@@ -30,9 +30,7 @@ def load_migrations(kind: str) -> list[Migration]:
     for entry in resources.files(__name__).joinpath(kind).iterdir():
         match = _NAME.fullmatch(entry.name)
         if match:
-            found.append(
-                Migration(int(match.group(1)), match.group(2), entry.read_text("utf-8"))
-            )
+            found.append(Migration(int(match.group(1)), match.group(2), entry.read_text("utf-8")))
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
     if versions != list(range(1, len(found) + 1)):

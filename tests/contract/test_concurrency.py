@@ -47,13 +47,13 @@ def _claimer(
     out.put(claimed)
 
 
-def run_claimers(target: str, workers: int, orders: list[list[str] | None],
-                 race_delay: float = 0.0) -> list[tuple[str, int]]:
+def run_claimers(
+    target: str, workers: int, orders: list[list[str] | None], race_delay: float = 0.0
+) -> list[tuple[str, int]]:
     start = CONTEXT.Event()
     out = CONTEXT.Queue()
     processes = [
-        CONTEXT.Process(target=_claimer,
-                        args=(target, f"w{i}", orders[i], race_delay, start, out))
+        CONTEXT.Process(target=_claimer, args=(target, f"w{i}", orders[i], race_delay, start, out))
         for i in range(workers)
     ]
     for process in processes:
@@ -75,7 +75,11 @@ def run_claimers(target: str, workers: int, orders: list[list[str] | None],
     ],
 )
 def test_every_job_is_claimed_exactly_once(
-    repo: JobRepository, repo_target: str, backend: str, workers: int, order: str,
+    repo: JobRepository,
+    repo_target: str,
+    backend: str,
+    workers: int,
+    order: str,
     race_delay: float,
 ) -> None:
     if race_delay and backend != "file":
@@ -84,7 +88,8 @@ def test_every_job_is_claimed_exactly_once(
     ids = {repo.add(new_job(content_type=CONTENT_TYPES[n % 4])).id for n in range(total)}
     rng = random.Random(order)
     orders: list[list[str] | None] = (
-        [None] * workers if order == "identical"
+        [None] * workers
+        if order == "identical"
         else [rng.sample(CONTENT_TYPES, k=4) for _ in range(workers)]
     )
     claimed = run_claimers(repo_target, workers, orders, race_delay)
@@ -114,12 +119,15 @@ def _incrementer(target: str, job_id: str, times: int, start: Any, out: Any) -> 
     out.put(conflicts)
 
 
-def test_concurrent_read_modify_write_loses_no_update(repo: JobRepository,
-                                                      repo_target: str) -> None:
+def test_concurrent_read_modify_write_loses_no_update(
+    repo: JobRepository, repo_target: str
+) -> None:
     job = repo.add(new_job(task_options={"n": 0}))
     start, out = CONTEXT.Event(), CONTEXT.Queue()
-    processes = [CONTEXT.Process(target=_incrementer, args=(repo_target, job.id, 40, start, out))
-                 for _ in range(4)]
+    processes = [
+        CONTEXT.Process(target=_incrementer, args=(repo_target, job.id, 40, start, out))
+        for _ in range(4)
+    ]
     for process in processes:
         process.start()
     start.set()
@@ -140,8 +148,9 @@ def _holder(target: str, ready: Any) -> None:
         time.sleep(600)  # killed long before this ends
 
 
-def test_a_killed_workers_job_comes_back_and_is_completed(repo: JobRepository,
-                                                          repo_target: str) -> None:
+def test_a_killed_workers_job_comes_back_and_is_completed(
+    repo: JobRepository, repo_target: str
+) -> None:
     job = repo.add(new_job())
     ready = CONTEXT.Queue()
     holder = CONTEXT.Process(target=_holder, args=(repo_target, ready))

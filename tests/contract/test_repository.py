@@ -192,7 +192,12 @@ def test_statistics(repo: JobRepository) -> None:
     stats = repo.statistics()
     assert stats["total_jobs"] == 3
     assert stats["status_counts"] == {
-        "pending": 1, "processing": 1, "completed": 1, "failed": 0, "timeout": 0, "cancelled": 0,
+        "pending": 1,
+        "processing": 1,
+        "completed": 1,
+        "failed": 0,
+        "timeout": 0,
+        "cancelled": 0,
     }
     assert stats["content_type_counts"] == {"audio": 2, "video": 1}
     assert stats["worker_counts"] == {"w1": 2}
@@ -212,8 +217,12 @@ def test_hostile_ids_raise_invalid_job_id_everywhere(repo: JobRepository, bad: s
         repo.get(bad)
     with pytest.raises(InvalidJobId):
         repo.delete(bad)
-    for call in (repo.cancel, lambda i: repo.complete(i, "w"), lambda i: repo.heartbeat(i, "w"),
-                 lambda i: repo.fail(i, "w", "e")):
+    for call in (
+        repo.cancel,
+        lambda i: repo.complete(i, "w"),
+        lambda i: repo.heartbeat(i, "w"),
+        lambda i: repo.fail(i, "w", "e"),
+    ):
         with pytest.raises(InvalidJobId):
             call(bad)
     with pytest.raises(InvalidJobId):
