@@ -78,9 +78,11 @@ class InvalidTransition(HybridStoreError):
 class LockTimeout(HybridStoreError, TimeoutError):
     """A job's lock could not be taken within ``lock_timeout`` seconds."""
 
-    def __init__(self, job_id: str, timeout: float) -> None:
-        super().__init__(f"job {job_id!r}: lock not acquired within {timeout:g}s")
+    def __init__(self, job_id: str | None, timeout: float, path: object = None) -> None:
+        what = f"job {job_id!r}" if job_id is not None else str(path)
+        super().__init__(f"{what}: lock not acquired within {timeout:g}s")
         self.job_id = job_id
+        self.path = path
 
 
 class CorruptJobFile(HybridStoreError):

@@ -193,7 +193,8 @@ class JobStore:
         try:
             lock.acquire()
         except Timeout:
-            raise LockTimeout(name, lock.timeout) from None
+            job_id = None if name.startswith(".") else name  # ".sidecar" guards opening
+            raise LockTimeout(job_id, lock.timeout, lock.lock_file) from None
         try:
             yield
         finally:
