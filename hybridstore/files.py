@@ -95,7 +95,7 @@ def parse_job(data: bytes, path: object, expected_id: str | None = None) -> Remo
 
 
 def read_job_file(
-    path: Path, max_bytes: int, job_id: str, status: JobStatus
+    path: str | Path, max_bytes: int, job_id: str, status: JobStatus
 ) -> tuple[RemoteJob, bytes]:
     """Read and strictly parse one job file: (job, the file's bytes).
 
@@ -280,12 +280,19 @@ class Layout:
         self.root = root
         self.locks = root / ".locks"
         self.quarantine = root / ".quarantine"
+        # Plain strings for the hot read path: building Path objects costs more than the
+        # open() they are for.
+        self._dirs = {status: os.path.join(root, status.value) for status in JobStatus}
 
     def status_dir(self, status: JobStatus) -> Path:
         return self.root / status.value
 
     def job_path(self, status: JobStatus, job_id: str) -> Path:
         return self.root / status.value / f"{job_id}{JOB_SUFFIX}"
+
+    def job_file(self, status: JobStatus, job_id: str) -> str:
+        """``job_path`` as a string, for reads."""
+        return f"{self._dirs[status]}/{job_id}{JOB_SUFFIX}"
 
     def lock_path(self, name: str) -> Path:
         return self.locks / f"{name}.lock"
@@ -299,7 +306,7 @@ class Layout:
 
     def locate(self, job_id: str) -> list[JobStatus]:
         """Every status directory holding ``job_id``'s file (normally one, or none)."""
-        return [s for s in JobStatus if os.path.lexists(self.job_path(s, job_id))]
+        return [s for s in JobStatus if os.path.lexists(self.job_file(s, job_id))]
 
     def temp_files(self, job_id: str) -> Iterator[Path]:
         """Temp files a write of ``job_id`` may have left behind."""

@@ -95,28 +95,33 @@ def _as_utc(value: datetime) -> datetime:
 UTCDateTime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
-def _check_json_value(value: Any, depth: int = 0) -> None:
-    """Refuse what JSON cannot carry exactly: NaN/inf, non-str keys, foreign types."""
+_SCALARS = (str, int, bool, type(None))
+
+
+def _check_json_value(container: dict[Any, Any] | list[Any], depth: int = 1) -> None:
+    """Refuse what JSON cannot carry exactly: NaN/inf, non-str keys, foreign types, and
+    nesting deeper than ``MAX_JSON_DEPTH``. Scalars are checked inline: one call per
+    container, not per value, because this runs on every body read from a file."""
     if depth > MAX_JSON_DEPTH:
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
-    kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
-        return
-    if kind is float:
-        if not math.isfinite(value):
-            raise ValueError("NaN and infinity are not JSON")
-        return
-    if kind is dict:
-        for key, item in value.items():
+    if type(container) is dict:
+        for key in container:
             if type(key) is not str:
                 raise ValueError(f"object key {key!r} is not a string")
+        items: Any = container.values()
+    else:
+        items = container
+    for item in items:
+        kind = type(item)
+        if kind in _SCALARS:
+            continue
+        if kind is float:
+            if not math.isfinite(item):
+                raise ValueError("NaN and infinity are not JSON")
+        elif kind is dict or kind is list:
             _check_json_value(item, depth + 1)
-        return
-    if kind is list:
-        for item in value:
-            _check_json_value(item, depth + 1)
-        return
-    raise ValueError(f"{kind.__name__} is not a JSON type")
+        else:
+            raise ValueError(f"{kind.__name__} is not a JSON type")
 
 
 class RemoteJob(BaseModel):

@@ -140,16 +140,18 @@ class JobStore:
                     "sidecar_unusable", path=str(sidecar.path), reason=problem, moved_to=str(aside)
                 )
             sidecar.connect()
-            fresh = sidecar.schema_version() == 0
+            old_version = sidecar.schema_version()
             #: Sidecar migrations this open applied (all of them for a new sidecar).
             self.migrations_applied = sidecar.migrate()
-            if fresh:
+            # A new sidecar has no rows; one of an older schema may lack rows or columns
+            # its writers did not maintain: both are rebuilt from the files.
+            if old_version == 0 or self.migrations_applied:
                 report = self._rebuild(None)
                 if report.indexed or report.skipped or problem not in (None, "missing"):
                     log.warning(
                         "sidecar_rebuilt",
                         path=str(sidecar.path),
-                        reason=problem or "empty",
+                        reason=problem or ("empty" if old_version == 0 else "older schema"),
                         jobs=report.indexed,
                         skipped=len(report.skipped),
                     )
@@ -212,7 +214,7 @@ class JobStore:
 
     def _read(self, job_id: str, status: JobStatus) -> tuple[RemoteJob, bytes]:
         return read_job_file(
-            self.layout.job_path(status, job_id), self.max_job_bytes, job_id, status
+            self.layout.job_file(status, job_id), self.max_job_bytes, job_id, status
         )
 
     def _load_locked(self, job_id: str) -> RemoteJob | None:
