@@ -667,6 +667,9 @@ class JobStore:
             # Holding the write lock while scanning: a write that lands meanwhile either
             # waits for us or already changed the files we are about to read.
             conn.execute("DELETE FROM jobs")
+            # A job with an intent may be met in two directories because its write is in
+            # flight (renamed, old file not yet unlinked): not a duplicate to report.
+            in_flight = {r[0] for r in conn.execute("SELECT job_id FROM intents")}
             entries = list(self.layout.scan())
             total = sum(1 for e in entries if e.kind == "job")
             best: dict[str, Row] = {}
@@ -695,14 +698,15 @@ class JobStore:
                     other = best.get(job.id)
                     if other is not None:
                         loser = other if other.version < row.version else row
-                        report.skipped.append(
-                            Problem(
-                                "duplicate",
-                                str(self.layout.job_path(JobStatus(loser.status), job.id)),
-                                f"older copy (version {loser.version}) of a job in two directories",
-                                job.id,
+                        if job.id not in in_flight:
+                            report.skipped.append(
+                                Problem(
+                                    "duplicate",
+                                    str(self.layout.job_path(JobStatus(loser.status), job.id)),
+                                    f"older copy (version {loser.version}) of a job in two directories",
+                                    job.id,
+                                )
                             )
-                        )
                         row = row if loser is other else other
                     best[job.id] = row
                 done += 1
