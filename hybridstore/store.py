@@ -703,7 +703,8 @@ class JobStore:
                                 Problem(
                                     "duplicate",
                                     str(self.layout.job_path(JobStatus(loser.status), job.id)),
-                                    f"older copy (version {loser.version}) of a job in two directories",
+                                    f"older copy (version {loser.version}) of a job in two"
+                                    " directories",
                                     job.id,
                                 )
                             )
