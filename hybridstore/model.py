@@ -158,6 +158,10 @@ class RemoteJob(BaseModel):
             validate_job_id(data["id"])
         super().__init__(**data)
 
+    # Tell pydantic this __init__ only adds a check: model_validate / model_validate_json
+    # then skip it (and a second validation pass) instead of routing through it.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
     @field_validator("id")
     @classmethod
     def _valid_id(cls, value: str) -> str:

@@ -301,6 +301,25 @@ class Sidecar:
         )
 
     @staticmethod
+    def replace_all_rows(conn: sqlite3.Connection, rows: Iterable[Row]) -> None:
+        """Swap every row for ``rows`` inside the caller's transaction.
+
+        The secondary indexes are dropped and rebuilt around the bulk insert: building an
+        index from sorted data once is several times cheaper than maintaining it row by row.
+        Readers in other processes keep their snapshot until the transaction commits.
+        """
+        indexes = conn.execute(
+            "SELECT name, sql FROM sqlite_master"
+            " WHERE type = 'index' AND tbl_name = 'jobs' AND sql IS NOT NULL"
+        ).fetchall()
+        for name, _ in indexes:
+            conn.execute(f'DROP INDEX "{name}"')
+        conn.execute("DELETE FROM jobs")
+        Sidecar.put_rows(conn, rows)
+        for _, sql in indexes:
+            conn.execute(sql)
+
+    @staticmethod
     def set_intent(conn: sqlite3.Connection, job_id: str, operation: str, now_us: int) -> None:
         conn.execute("INSERT OR REPLACE INTO intents VALUES (?, ?, ?)", (job_id, operation, now_us))
 

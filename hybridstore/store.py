@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -59,6 +59,7 @@ from .model import (
 )
 from .reports import Problem, ReindexReport, RepairReport, VerifyReport
 from .sidecar import SIDECAR_NAME, Row, Sidecar, row_for, to_us
+from .transfer import ImportResult, import_action
 
 __all__ = ["DEFAULT_MAX_JOB_BYTES", "JobStore"]
 
@@ -401,6 +402,26 @@ class JobStore:
             self._commit(job_id, current.status, None, "delete")
             return True
 
+    def import_jobs(self, jobs: Iterable[RemoteJob]) -> ImportResult:
+        """Store jobs exactly as given, versions and timestamps included (for
+        ``hybridstore.transfer.copy_jobs``), each through the ordinary write protocol.
+
+        What each job does follows ``transfer.import_action``: absent → written, identical
+        → untouched (so a second copy writes nothing), lower stored version → replaced,
+        otherwise kept as a conflict.
+        """
+        result = ImportResult()
+        self._ready()
+        for job in jobs:
+            validate_job_id(job.id)
+            with self._lock(job.id):
+                current = self._load_locked(job.id)
+                action = import_action(current, job)
+                if action in ("insert", "replace"):
+                    self._commit(job.id, current.status if current else None, job, "import")
+            result.record(job.id, action)
+        return result
+
     # -- repository: reads ------------------------------------------------------------------
 
     def get(self, job_id: str) -> RemoteJob | None:
@@ -666,7 +687,6 @@ class JobStore:
         with self._sidecar.transaction() as conn:
             # Holding the write lock while scanning: a write that lands meanwhile either
             # waits for us or already changed the files we are about to read.
-            conn.execute("DELETE FROM jobs")
             # A job with an intent may be met in two directories because its write is in
             # flight (renamed, old file not yet unlinked): not a duplicate to report.
             in_flight = {r[0] for r in conn.execute("SELECT job_id FROM intents")}
@@ -713,7 +733,7 @@ class JobStore:
                 done += 1
                 if progress is not None and (done % 500 == 0 or done == total):
                     progress(done, total)
-            Sidecar.put_rows(conn, best.values())
+            Sidecar.replace_all_rows(conn, best.values())
             report.indexed = len(best)
         report.seconds = time.perf_counter() - started
         return report
