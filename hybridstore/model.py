@@ -72,12 +72,14 @@ def parse_status(status: object) -> JobStatus:
     """Return ``status`` as a ``JobStatus``; ``InvalidArgument`` for anything else."""
     if isinstance(status, JobStatus):
         return status
-    try:
-        return JobStatus(status)
-    except ValueError:
-        shown = repr(status)[:60]
-        names = ", ".join(s.value for s in JobStatus)
-        raise InvalidArgument(f"unknown status {shown}: expected one of {names}") from None
+    if isinstance(status, str):
+        try:
+            return JobStatus(status)
+        except ValueError:
+            pass
+    shown = repr(status)[:60]
+    names = ", ".join(s.value for s in JobStatus)
+    raise InvalidArgument(f"unknown status {shown}: expected one of {names}")
 
 
 def utcnow() -> datetime:
