@@ -24,14 +24,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
 from .errors import CorruptJobFile, StorageError, UnsupportedFileSystem
 from .model import JOB_ID_PATTERN, JobStatus, RemoteJob
 
-__all__ = ["Layout", "ScanEntry", "parse_job", "read_job_file", "write_atomic"]
+__all__ = ["JobFile", "Layout", "ScanEntry", "parse_job", "read_job_file", "write_atomic"]
 
 JOB_SUFFIX = ".json"
 TMP_SUFFIX = ".tmp"
@@ -94,10 +94,16 @@ def parse_job(data: bytes, path: object, expected_id: str | None = None) -> Remo
     return job
 
 
-def read_job_file(
-    path: str | Path, max_bytes: int, job_id: str, status: JobStatus
-) -> tuple[RemoteJob, bytes]:
-    """Read and strictly parse one job file: (job, the file's bytes).
+class JobFile(NamedTuple):
+    """A job file read and parsed: the job, the file's exact bytes, its mtime (µs)."""
+
+    job: RemoteJob
+    data: bytes
+    mtime_us: int
+
+
+def read_job_file(path: str | Path, max_bytes: int, job_id: str, status: JobStatus) -> JobFile:
+    """Read and strictly parse one job file.
 
     ``FileNotFoundError`` if it is not there. A symlink, a FIFO or anything but a regular
     file is ``CorruptJobFile``, never followed or waited on; so is a file larger than
@@ -134,7 +140,7 @@ def read_job_file(
     job = parse_job(data, path, job_id)
     if job.status is not status:
         raise CorruptJobFile(path, f"status {job.status.value!r} does not match its directory")
-    return job, data
+    return JobFile(job, data, info.st_mtime_ns // 1000)
 
 
 def fsync_dir(directory: Path) -> None:

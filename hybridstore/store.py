@@ -42,6 +42,7 @@ from .errors import (
     VersionConflict,
 )
 from .files import (
+    JobFile,
     Layout,
     check_local_file_system,
     read_job_file,
@@ -213,7 +214,7 @@ class JobStore:
 
     # -- the write protocol -----------------------------------------------------------------
 
-    def _read(self, job_id: str, status: JobStatus) -> tuple[RemoteJob, bytes]:
+    def _read(self, job_id: str, status: JobStatus) -> JobFile:
         return read_job_file(
             self.layout.job_file(status, job_id), self.max_job_bytes, job_id, status
         )
@@ -314,11 +315,11 @@ class JobStore:
         """
         actions: list[str] = []
         quarantined: list[Path] = []
-        copies: list[tuple[RemoteJob, bytes, Path]] = []
+        copies: list[tuple[JobFile, Path]] = []
         for status in self.layout.locate(job_id):
             path = self.layout.job_path(status, job_id)
             try:
-                job, data = self._read(job_id, status)
+                found = self._read(job_id, status)
             except FileNotFoundError:
                 continue
             except CorruptJobFile as exc:
@@ -326,23 +327,21 @@ class JobStore:
                     quarantined.append(self.layout.quarantine_file(path, exc.reason))
                     actions.append(f"quarantined {path}: {exc.reason}")
                 continue
-            copies.append((job, data, path))
+            copies.append((found, path))
         for temp in self.layout.temp_files(job_id):
             temp.unlink(missing_ok=True)
             actions.append(f"removed temp file {temp}")
-        copies.sort(key=lambda c: c[0].version)
-        winner = copies.pop() if copies else None
-        for job, _, path in copies:
-            reason = f"older copy (version {job.version}) of a job found in two directories"
+        copies.sort(key=lambda c: c[0].job.version)
+        winner = copies.pop()[0] if copies else None
+        for older, path in copies:
+            reason = f"older copy (version {older.job.version}) of a job found in two directories"
             quarantined.append(self.layout.quarantine_file(path, reason))
             actions.append(f"quarantined {path}: {reason}")
         with self._sidecar.transaction() as conn:
             if winner is None:
                 Sidecar.drop_row(conn, job_id)
             else:
-                job, data, path = winner
-                written = os.lstat(path).st_mtime_ns // 1000
-                Sidecar.put_rows(conn, [row_for(job, data, written)])
+                Sidecar.put_rows(conn, [row_for(winner.job, winner.data, winner.mtime_us)])
             Sidecar.clear_intent(conn, job_id)
         actions.append(f"reindexed {job_id}" if winner else f"dropped row of {job_id}")
         return actions, quarantined
@@ -703,10 +702,9 @@ class JobStore:
                     continue
                 assert entry.job_id is not None
                 try:
-                    job, data = read_job_file(
+                    found = read_job_file(
                         entry.path, self.max_job_bytes, entry.job_id, entry.status
                     )
-                    written = os.lstat(entry.path).st_mtime_ns // 1000
                 except FileNotFoundError:
                     continue
                 except CorruptJobFile as exc:
@@ -714,7 +712,8 @@ class JobStore:
                         Problem("unreadable", str(entry.path), exc.reason, entry.job_id)
                     )
                 else:
-                    row = row_for(job, data, written)
+                    job = found.job
+                    row = row_for(job, found.data, found.mtime_us)
                     other = best.get(job.id)
                     if other is not None:
                         loser = other if other.version < row.version else row
@@ -761,17 +760,14 @@ class JobStore:
                 assert entry.job_id is not None
                 seen[entry.job_id] = seen.get(entry.job_id, 0) + 1
                 try:
-                    job, data = read_job_file(
+                    found = read_job_file(
                         entry.path, self.max_job_bytes, entry.job_id, entry.status
                     )
-                except FileNotFoundError:
-                    suspects.add(entry.job_id)
-                    continue
-                except CorruptJobFile:
+                except (FileNotFoundError, CorruptJobFile):
                     suspects.add(entry.job_id)
                     continue
                 row = rows.get(entry.job_id)
-                if row != (entry.status.value, job.version, data):
+                if row != (entry.status.value, found.job.version, found.data):
                     suspects.add(entry.job_id)
         suspects.update(job_id for job_id, n in seen.items() if n > 1)
         suspects.update(job_id for job_id in rows if job_id not in seen)
@@ -789,7 +785,7 @@ class JobStore:
         for status in self.layout.locate(job_id):
             path = self.layout.job_path(status, job_id)
             try:
-                job, data = self._read(job_id, status)
+                job, data, _ = self._read(job_id, status)
             except FileNotFoundError:
                 continue
             except CorruptJobFile as exc:
