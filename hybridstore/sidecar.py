@@ -138,7 +138,10 @@ class Sidecar:
             conn.execute("PRAGMA synchronous = NORMAL")
             self._db = db
             self._pid = os.getpid()
-            self._inode = os.stat(self.path).st_ino
+            try:
+                self._inode = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                self._inode = 0  # deleted as we opened it: ``replaced()`` says so
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -201,9 +204,12 @@ class Sidecar:
         page_size = 65536 if page_size == 1 else page_size
         pages = int.from_bytes(header[28:32], "big")
         wal = Path(f"{self.path}-wal")
-        wal_empty = not wal.exists() or wal.stat().st_size == 0
-        if wal_empty and os.path.getsize(self.path) < page_size * pages:
-            return "truncated"
+        try:
+            wal_empty = not wal.exists() or wal.stat().st_size == 0
+            if wal_empty and os.path.getsize(self.path) < page_size * pages:
+                return "truncated"
+        except FileNotFoundError:
+            return "missing"  # deleted while we looked at it
         try:
             with self.lock:
                 tables = set(self.db.table_names())

@@ -274,6 +274,12 @@ class JobStore:
             else:
                 Sidecar.put_rows(conn, [row_for(new, body, _now_us())])
             Sidecar.clear_intent(conn, job_id)
+        if self._sidecar.replaced():
+            # The sidecar was deleted or replaced during this write, so the row went to the
+            # old one, and the new one may have been rebuilt before our file step: re-derive
+            # this job in the new one (we still hold its lock, so its files are final).
+            self._ready()
+            self._repair_locked(job_id)
         return new
 
     def _clear_intent_quietly(self, job_id: str) -> None:
