@@ -248,6 +248,10 @@ class JobStore:
         """Steps 2–4 of the write protocol; the caller holds the job's lock."""
         body = b""
         if new is not None:
+            if not isinstance(new.status, JobStatus):
+                # Only a job built without validation (``model_construct``) gets here; its
+                # status names a directory, so it is checked before anything is touched.
+                new = new.model_copy(update={"status": parse_status(new.status)})
             body = new.to_json()
             if len(body) > self.max_job_bytes:
                 raise JobTooLarge(job_id, len(body), self.max_job_bytes)
