@@ -1,0 +1,262 @@
+"""Odd files dropped into the status directories never crash the store or leak out.
+
+Job files that are empty, truncated, not an object, of another id, with duplicate keys,
+NaN, 100,000-deep nesting, invalid UTF-8, the wrong status, over the size limit; a symlink
+pointing outside the data directory; a FIFO; a directory named like a job; foreign files
+and sub-directories; temp files young and old. Queries, claims and reindex keep working for
+every other job; ``verify`` reports each; ``repair`` quarantines (never deletes) them; and
+nothing outside the data directory is read, followed or written.
+"""
+
+from __future__ import annotations
+
+import builtins
+import io
+import json
+import os
+import stat
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import hybridstore
+from hybridstore import CorruptJobFile, JobStatus, JobStore
+
+from ._support import make_job, snapshot
+
+MAX_BYTES = 100_000
+
+
+def _body(job_id: str, **changes: Any) -> dict[str, Any]:
+    body = json.loads(make_job(job_id).to_json())
+    body.update(changes)
+    return body
+
+
+def _dump(obj: Any) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def _hostile_job_files(outside_target: Path) -> dict[str, bytes | str]:
+    """name (a valid job id) -> bytes of the file, or a marker for special entries."""
+    good = _dump(_body("truncated"))
+    deep_opts = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    deep = _dump(_body("deep", task_options={})).replace(
+        b'"task_options": {}', b'"task_options": ' + deep_opts
+    )
+    return {
+        "empty": b"",
+        "truncated": good[: len(good) // 2],
+        "not-object": b"[1, 2, 3]",
+        "a-string": b'"just a string"',
+        "wrong-id": _dump(_body("someone-else")),
+        "dup-keys": _dump(_body("dup-keys"))[:-1] + b', "id": "dup-keys"}',
+        "nan": _dump(_body("nan", task_options={"x": float("nan")})),
+        "infinity": _dump(_body("infinity")).replace(
+            b'"retry_count": 0', b'"retry_count": Infinity'
+        ),
+        "deep": deep,
+        "bad-utf8": _dump(_body("bad-utf8", source_file_path="X")).replace(
+            b'"X"', b'"\xff\xfe\xc0"'
+        ),
+        "wrong-status": _dump(_body("wrong-status", status="completed")),
+        "bad-field": _dump(_body("bad-field", retry_count=-5)),
+        "too-big": _dump(_body("too-big", task_options={"pad": "x" * (MAX_BYTES + 10)})),
+        "link": "symlink",
+        "fifo": "fifo",
+        "a-directory": "directory",
+    }
+
+
+FOREIGN = ["notes.txt", "README", ".DS_Store", "bad name.json", "x.json.bak", "..json"]
+
+
+@contextmanager
+def _open_tracer() -> Iterator[list[tuple[str, int | str]]]:
+    """Record every path the process opens (os.open, io.open, builtins.open)."""
+    opened: list[tuple[str, int | str]] = []
+    real_os_open, real_io_open, real_open = os.open, io.open, builtins.open
+
+    def os_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        opened.append((os.fspath(path), flags))
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def any_open(real: Any) -> Any:
+        def patched(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+            if not isinstance(file, int):
+                opened.append((os.fspath(file), mode))
+            return real(file, mode, *args, **kwargs)
+
+        return patched
+
+    os.open = os_open  # type: ignore[assignment]
+    io.open = any_open(real_io_open)  # type: ignore[assignment]
+    builtins.open = any_open(real_open)  # type: ignore[assignment]
+    try:
+        yield opened
+    finally:
+        os.open, io.open, builtins.open = real_os_open, real_io_open, real_open  # type: ignore[assignment]
+
+
+@pytest.fixture
+def hostile(tmp_path: Path) -> dict[str, Any]:
+    data_dir = tmp_path / "data"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = outside / "target.json"
+    # If the store ever followed the link, this valid body would be read as job "link".
+    target.write_bytes(_dump(_body("link")))
+    secret = outside / "secret"
+    secret.mkdir()
+    (secret / "keep.txt").write_text("do not touch")
+
+    with JobStore(data_dir, max_job_bytes=MAX_BYTES) as store:
+        good = [store.add(make_job(f"good-{i}")) for i in range(6)]
+        store.claim_next("w0")
+    pending = data_dir / "pending"
+    bad = _hostile_job_files(target)
+    for name, content in bad.items():
+        path = pending / f"{name}.json"
+        if content == "symlink":
+            path.symlink_to(target)
+        elif content == "fifo":
+            os.mkfifo(path)
+        elif content == "directory":
+            path.mkdir()
+            (path / "inside.json").write_bytes(_dump(_body("inside")))
+        else:
+            assert isinstance(content, bytes)
+            path.write_bytes(content)
+    # A second directory gets a symlink to a directory outside, and a link to /etc/passwd.
+    (data_dir / "completed" / "dirlink.json").symlink_to(secret, target_is_directory=True)
+    (data_dir / "failed" / "passwd.json").symlink_to("/etc/passwd")
+    for name in FOREIGN:
+        (data_dir / "processing" / name).write_text("foreign")
+    (data_dir / "cancelled" / "subdir").mkdir()
+    (data_dir / "cancelled" / "subdir" / "nested.json").write_bytes(_dump(_body("nested")))
+    young = data_dir / "pending" / ".good-0.json.abcdef.tmp"
+    young.write_bytes(b'{"half": ')
+    old = data_dir / "timeout" / ".gone.json.123456.tmp"
+    old.write_bytes(b"{")
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    return {
+        "data_dir": data_dir,
+        "outside": outside,
+        "target": target,
+        "good": {j.id for j in good},
+        "bad": {f"{name}": pending / f"{name}.json" for name in bad}
+        | {
+            "dirlink": data_dir / "completed" / "dirlink.json",
+            "passwd": data_dir / "failed" / "passwd.json",
+        },
+        "young_temp": young,
+        "old_temp": old,
+    }
+
+
+def _inside(path: str, root: Path) -> bool:
+    return os.path.abspath(path).startswith(str(root) + os.sep)
+
+
+def test_hostile_files_are_isolated_reported_and_quarantined(hostile: dict[str, Any]) -> None:
+    data_dir: Path = hostile["data_dir"]
+    outside_before = snapshot(hostile["outside"])
+    passwd_before = os.lstat("/etc/passwd")
+    bad: dict[str, Path] = hostile["bad"]
+    bad_bytes = {
+        name: path.read_bytes()
+        for name, path in bad.items()
+        if stat.S_ISREG(os.lstat(path).st_mode)
+    }
+
+    with _open_tracer() as opened:
+        # Open with a missing sidecar: the rebuild meets every hostile file.
+        (data_dir / "hybridstore.sqlite3").unlink()
+        with JobStore(data_dir, max_job_bytes=MAX_BYTES) as store:
+            report = store.reindex()
+            skipped = {Path(p.path).name: p.kind for p in report.skipped}
+            for name, path in bad.items():
+                assert skipped.get(path.name) == "unreadable", (name, report.skipped)
+            for name in FOREIGN:
+                assert skipped.get(name) == "foreign", name
+            assert skipped.get("subdir") == "foreign"
+            assert hostile["old_temp"].name in skipped  # an old temp file is named
+            assert hostile["young_temp"].name not in skipped  # a write may own a young one
+            assert report.indexed == len(hostile["good"])
+
+            # Every other job keeps working: reads, queries, claims, lifecycle, stats.
+            assert {j.id for j in store.find()} == hostile["good"]
+            assert store.count() == len(hostile["good"])
+            assert store.statistics()["total_jobs"] == len(hostile["good"])
+            for job_id in hostile["good"]:
+                assert store.get(job_id) is not None
+            claimed = []
+            while (job := store.claim_next("w1")) is not None:
+                claimed.append(store.complete(job.id, "w1").id)
+            assert len(claimed) == len(hostile["good"]) - 1
+            assert store.claim_next("w1") is None
+
+            # Reading a hostile job by id is a typed error, never a hang or a follow.
+            for name in bad:
+                if name in ("dirlink", "passwd"):
+                    continue
+                with pytest.raises(CorruptJobFile) as caught:
+                    store.get(name)
+                assert name in str(caught.value)
+
+            # verify reports each, and counts them as drift.
+            found = store.verify()
+            assert not found.ok
+            unreadable = {Path(p.path).name for p in found.problems if p.kind == "unreadable"}
+            assert unreadable == {p.name for p in bad.values()}
+            foreign = {Path(p.path).name for p in found.problems if p.kind == "foreign"}
+            assert foreign == {*FOREIGN, "subdir"}
+            temps = {Path(p.path).name for p in found.problems if p.kind == "temp"}
+            assert temps == {hostile["old_temp"].name}
+
+            # repair quarantines (moves, never deletes) and removes only the old temp file.
+            repaired = store.repair()
+            assert len(repaired.quarantined) == len(bad)
+            quarantine = data_dir / ".quarantine"
+            moved = {q for q in os.listdir(quarantine) if not q.endswith(".reason")}
+            assert len(moved) == len(bad)
+            for name, path in bad.items():
+                assert not os.path.lexists(path)
+                (entry,) = [m for m in moved if m.endswith(f"-{path.parent.name}-{path.name}")]
+                where = quarantine / entry
+                if name in bad_bytes:
+                    assert where.read_bytes() == bad_bytes[name]  # byte for byte
+                assert (quarantine / f"{entry}.reason").read_text().startswith("original: ")
+            assert os.readlink(quarantine / next(m for m in moved if "-link.json" in m)) == str(
+                hostile["target"]
+            )
+            assert not hostile["old_temp"].exists()
+            assert hostile["young_temp"].exists()
+            after = store.verify()
+            assert after.ok, after.to_dict()
+            assert {Path(p.path).name for p in after.problems} == {*FOREIGN, "subdir"}
+
+    # Nothing outside the data directory was opened, read, followed or written.
+    # (The library's own migration files and /proc facts about this machine excepted.)
+    package = os.path.dirname(hybridstore.__file__)
+    outside_opens = [
+        (p, f)
+        for p, f in opened
+        if not _inside(p, data_dir) and not _inside(p, Path(package)) and not p.startswith("/proc/")
+    ]
+    assert outside_opens == [], outside_opens
+    assert all(f in ("r", "rb") for p, f in opened if not _inside(p, data_dir))
+    # Every job-file open refuses to follow a symlink.
+    for path, flags in opened:
+        if isinstance(flags, int) and not flags & os.O_DIRECTORY and path.endswith(".json"):
+            assert flags & os.O_NOFOLLOW, path
+    assert snapshot(hostile["outside"]) == outside_before
+    assert os.lstat("/etc/passwd").st_mtime_ns == passwd_before.st_mtime_ns
+    for status in JobStatus:  # foreign entries are left where they are
+        for name in os.listdir(data_dir / status.value):
+            assert not name.endswith(".json") or name in FOREIGN or name.startswith("good-")
