@@ -258,6 +258,15 @@ def file_system_type(path: Path, mounts: str = "/proc/self/mounts") -> str | Non
     return best_type
 
 
+def current_boot_id(source: str = "/proc/sys/kernel/random/boot_id") -> str | None:
+    """The running kernel's boot id (Linux): it changes with every boot, crash or not."""
+    try:
+        with open(source, encoding="ascii") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
 def check_local_file_system(path: Path) -> None:
     """Refuse a data directory on a network file system (``UnsupportedFileSystem``)."""
     kind = file_system_type(path)

@@ -45,6 +45,7 @@ from .files import (
     JobFile,
     Layout,
     check_local_file_system,
+    current_boot_id,
     read_job_file,
     remove_file,
     write_atomic,
@@ -145,18 +146,32 @@ class JobStore:
             old_version = sidecar.schema_version()
             #: Sidecar migrations this open applied (all of them for a new sidecar).
             self.migrations_applied = sidecar.migrate()
+            # The sidecar is not fsynced: a machine crash can lose its last commits (and
+            # the intents that would point at them), so each boot starts from the files.
+            boot = current_boot_id()
+            rebooted = boot is not None and sidecar.get_meta("boot_id") != boot
             # A new sidecar has no rows; one of an older schema may lack rows or columns
-            # its writers did not maintain: both are rebuilt from the files.
-            if old_version == 0 or self.migrations_applied:
+            # its writers did not maintain: both are rebuilt from the files too.
+            if old_version == 0 or self.migrations_applied or rebooted:
                 report = self._rebuild(None)
                 if report.indexed or report.skipped or problem not in (None, "missing"):
+                    reason = problem or (
+                        "empty"
+                        if old_version == 0
+                        else "older schema"
+                        if self.migrations_applied
+                        else "new boot"
+                    )
                     log.warning(
                         "sidecar_rebuilt",
                         path=str(sidecar.path),
-                        reason=problem or ("empty" if old_version == 0 else "older schema"),
+                        reason=reason,
                         jobs=report.indexed,
                         skipped=len(report.skipped),
                     )
+                if boot is not None:
+                    with sidecar.transaction() as conn:
+                        Sidecar.set_meta(conn, "boot_id", boot)
 
     @property
     def schema_version(self) -> int:
@@ -241,11 +256,12 @@ class JobStore:
     def _commit(
         self,
         job_id: str,
-        old_status: JobStatus | None,
+        current: RemoteJob | None,
         new: RemoteJob | None,
         operation: str,
     ) -> RemoteJob | None:
-        """Steps 2–4 of the write protocol; the caller holds the job's lock."""
+        """Steps 2–4 of the write protocol; the caller holds the job's lock and has read
+        ``current`` (None if the job does not exist); ``new`` None deletes the job."""
         body = b""
         if new is not None:
             if not isinstance(new.status, JobStatus):
@@ -255,8 +271,10 @@ class JobStore:
             body = new.to_json()
             if len(body) > self.max_job_bytes:
                 raise JobTooLarge(job_id, len(body), self.max_job_bytes)
+        old_status = current.status if current is not None else None
         with self._sidecar.transaction() as conn:
             Sidecar.set_intent(conn, job_id, operation, _now_us())
+        touched = False
         try:
             if new is not None:
                 write_atomic(
@@ -265,10 +283,17 @@ class JobStore:
                     body,
                     durable=self.durable,
                 )
+                touched = True
             if old_status is not None and (new is None or new.status is not old_status):
-                remove_file(self.layout.job_path(old_status, job_id), durable=self.durable)
+                # A move needs no fsync of the old directory: if its unlink is lost in a
+                # power cut, the durable new copy has the higher version and wins the
+                # rebuild that follows every reboot. A delete must be durable itself.
+                remove_file(
+                    self.layout.job_path(old_status, job_id),
+                    durable=self.durable and new is None,
+                )
         except StorageError as exc:
-            if not exc.in_place and (new is None or old_status is None or new.status is old_status):
+            if not touched and not exc.in_place:
                 # Nothing changed on disk: take the intent back so the index is as before.
                 self._clear_intent_quietly(job_id)
             raise
@@ -276,7 +301,7 @@ class JobStore:
             if new is None:
                 Sidecar.drop_row(conn, job_id)
             else:
-                Sidecar.put_rows(conn, [row_for(new, body, _now_us())])
+                Sidecar.write_row(conn, row_for(new, body, _now_us()), current)
             Sidecar.clear_intent(conn, job_id)
         if self._sidecar.replaced():
             # The sidecar was deleted or replaced during this write, so the row went to the
@@ -307,7 +332,7 @@ class JobStore:
 
     def _store_next(self, current: RemoteJob, new: RemoteJob, operation: str) -> RemoteJob:
         new = new.model_copy(update={"version": current.version + 1})
-        stored = self._commit(current.id, current.status, new, operation)
+        stored = self._commit(current.id, current, new, operation)
         assert stored is not None
         return stored
 
@@ -396,7 +421,7 @@ class JobStore:
             if expected_version is not None and expected_version != stored_version:
                 raise VersionConflict(job.id, expected_version, stored_version)
             new = job.model_copy(update={"version": stored_version + 1})
-            stored = self._commit(job.id, current.status if current else None, new, "save")
+            stored = self._commit(job.id, current, new, "save")
         assert stored is not None
         return stored
 
@@ -408,7 +433,7 @@ class JobStore:
             current = self._load_locked(job_id)
             if current is None:
                 return False
-            self._commit(job_id, current.status, None, "delete")
+            self._commit(job_id, current, None, "delete")
             return True
 
     def import_jobs(self, jobs: Iterable[RemoteJob]) -> ImportResult:
@@ -427,7 +452,7 @@ class JobStore:
                 current = self._load_locked(job.id)
                 action = import_action(current, job)
                 if action in ("insert", "replace"):
-                    self._commit(job.id, current.status if current else None, job, "import")
+                    self._commit(job.id, current, job, "import")
             result.record(job.id, action)
         return result
 
@@ -674,7 +699,7 @@ class JobStore:
                 current = self._load_locked(old.id)
                 # Only if nobody changed it since the query picked it.
                 if current is not None and current.version == old.version:
-                    self._commit(old.id, current.status, None, "cleanup")
+                    self._commit(old.id, current, None, "cleanup")
                     deleted += 1
         return deleted
 

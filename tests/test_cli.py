@@ -107,7 +107,7 @@ def test_expire_and_cleanup(filled: Path) -> None:
 
 def test_migrate_reports_the_schema_version(data_dir: Path) -> None:
     code, out, _ = run(data_dir, "migrate")
-    assert code == 0 and "version 2" in out
+    assert code == 0 and "version 3" in out and "applied 0003_meta" in out
 
 
 @pytest.mark.parametrize(

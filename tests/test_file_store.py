@@ -86,14 +86,36 @@ def test_a_sidecar_of_an_older_schema_is_migrated(data_dir: Path) -> None:
         stored = store.add(new_job())
     conn = sqlite3.connect(data_dir / SIDECAR_NAME)
     conn.execute("DROP TABLE intents")
-    conn.execute("DELETE FROM schema_migrations WHERE version = 2")
+    conn.execute("DROP TABLE meta")
+    conn.execute("DELETE FROM schema_migrations WHERE version > 1")
     conn.commit()
     conn.close()
     with JobStore(data_dir) as store:
-        assert [m.version for m in store.migrations_applied] == [2]
-        assert store.schema_version == 2
+        assert [m.version for m in store.migrations_applied] == [2, 3]
+        assert store.schema_version == 3
         assert store.get(stored.id) == stored
         assert store.claim_next("w") is not None
+
+
+def test_the_first_open_after_a_reboot_rebuilds_the_sidecar(data_dir: Path) -> None:
+    """The sidecar is not fsynced: a machine crash may lose its last commits, intents
+    included. A new boot id makes the next open rebuild it from the (fsynced) files."""
+    with JobStore(data_dir) as store:
+        job = store.add(new_job())
+        moved = store.claim_next("w")
+    conn = sqlite3.connect(data_dir / SIDECAR_NAME)
+    # What a lost commit looks like: the row still says pending, and no intent says why.
+    conn.execute("UPDATE jobs SET status = 'pending', version = 1 WHERE id = ?", (job.id,))
+    conn.commit()
+    with JobStore(data_dir) as store:
+        assert not store.verify().ok  # same boot: nothing to suggest a crash
+    conn.execute("UPDATE meta SET value = 'an-earlier-boot' WHERE key = 'boot_id'")
+    conn.commit()
+    conn.close()
+    with JobStore(data_dir) as store:
+        assert store.verify().ok
+        assert store.get(job.id) == moved
+        assert store.claim_next("w2") is None, "the job is not pending: no second claim"
 
 
 def test_a_sidecar_of_a_newer_schema_is_refused(data_dir: Path) -> None:
@@ -226,7 +248,7 @@ def test_an_interrupted_write_is_repaired_on_the_next_open(
     def crash(*args: object) -> None:
         raise SystemExit("killed between the file step and the sidecar step")
 
-    monkeypatch.setattr(Sidecar, "put_rows", staticmethod(crash))
+    monkeypatch.setattr(Sidecar, "write_row", staticmethod(crash))
     with pytest.raises(SystemExit):
         store.claim_next("w")
     monkeypatch.undo()

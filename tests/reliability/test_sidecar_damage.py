@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from hybridstore import JobStore, SchemaError
+from hybridstore.migrations import load_migrations
 from hybridstore.sidecar import SIDECAR_NAME
 
 from ._support import assert_consistent, make_job, snapshot
@@ -132,13 +133,14 @@ def test_older_schema_is_migrated_and_rebuilt_from_the_files(data_dir: Path) -> 
     expected = _filled(data_dir)
     conn = sqlite3.connect(_sidecar(data_dir))
     conn.execute("DROP TABLE intents")
-    conn.execute("DELETE FROM schema_migrations WHERE version = 2")
+    conn.execute("DROP TABLE meta")
+    conn.execute("DELETE FROM schema_migrations WHERE version > 1")
     conn.execute("DELETE FROM jobs WHERE id IN ('s002', 's003')")  # rows it never had
     conn.execute("UPDATE jobs SET status = 'pending', version = 0 WHERE id = 's000'")
     conn.commit()
     conn.close()
     with JobStore(data_dir) as store:
-        assert store.schema_version == 2
+        assert store.schema_version == len(load_migrations("sidecar"))
         assert _state(store) == expected
 
 
