@@ -18,6 +18,7 @@ Set queries are answered from the bodies copied into the sidecar; point reads re
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -112,7 +113,9 @@ class JobStore:
         self.layout.create()
         if check_file_system:
             check_local_file_system(self.data_dir)
-        self._sidecar = Sidecar(self.data_dir / SIDECAR_NAME)
+        self._sidecar = Sidecar(
+            self.data_dir / SIDECAR_NAME, gate=self.layout.lock_path(".sidecar-writes")
+        )
         self._open_sidecar()
         self._recover_intents()
 
@@ -604,13 +607,31 @@ class JobStore:
                     continue
                 return None
             busy = 0
-            for job_id in candidates:
+            while candidates:
+                job_id = candidates.pop(0)
                 locked, claimed = self._try_claim(job_id, worker_id, wanted, lease_seconds)
                 if claimed is not None:
                     return claimed
-                busy += not locked
-            if busy == len(candidates):
+                if locked:
+                    break  # taken since the query: the list is stale, ask again
+                busy += 1
+                # Other claimers walk the same list: go on from a random point rather than
+                # colliding with them again on every next candidate.
+                random.shuffle(candidates)
+            if busy and not candidates:
                 time.sleep(0.0005)  # every candidate is mid-claim elsewhere
+
+    def _load_for_batch(self, job_id: str) -> RemoteJob | None:
+        """``_load_locked`` for the calls that walk many jobs (claims, expiry, cleanup): an
+        unreadable file is skipped and its row dropped, as a reindex would, instead of
+        failing the call for every other job. ``verify`` reports it, ``repair`` quarantines it.
+        """
+        try:
+            return self._load_locked(job_id)
+        except CorruptJobFile as exc:
+            log.warning("skipped_unreadable_job", job_id=job_id, reason=exc.reason)
+            self._repair_locked(job_id)
+            return None
 
     def _try_claim(
         self, job_id: str, worker_id: str, wanted: list[str] | None, lease_seconds: float
@@ -620,7 +641,7 @@ class JobStore:
         if lock is None:
             return False, None
         try:
-            current = self._load_locked(job_id)
+            current = self._load_for_batch(job_id)
             if (
                 current is None
                 or current.status is not JobStatus.PENDING
@@ -684,7 +705,7 @@ class JobStore:
         changed = []
         for job_id in self._sidecar.ids_timed_out(JobStatus.PROCESSING, to_us(now)):
             with self._lock(job_id):
-                current = self._load_locked(job_id)
+                current = self._load_for_batch(job_id)
                 if current is not None and lifecycle.is_overdue(current, now):
                     changed.append(
                         self._store_next(current, lifecycle.expire(current, now), "expire")
@@ -696,7 +717,7 @@ class JobStore:
         deleted = 0
         for old in self.old_jobs(days_old, now):
             with self._lock(old.id):
-                current = self._load_locked(old.id)
+                current = self._load_for_batch(old.id)
                 # Only if nobody changed it since the query picked it.
                 if current is not None and current.version == old.version:
                     self._commit(old.id, current, None, "cleanup")
