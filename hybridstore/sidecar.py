@@ -9,6 +9,8 @@ on the busy timeout instead of failing with "database is locked".
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import os
 import sqlite3
@@ -22,7 +24,7 @@ from typing import Any
 
 import sqlite_utils
 
-from .errors import SchemaError
+from .errors import SchemaError, StorageError
 from .migrations import Migration, load_migrations
 from .model import JobStatus, RemoteJob
 
@@ -113,6 +115,24 @@ def where_clause(filters: Mapping[str, Sequence[str]]) -> tuple[str, list[Any]]:
             parts.append(f"{column} IN ({', '.join('?' * len(values))})")
             params.extend(values)
     return (" WHERE " + " AND ".join(parts) if parts else ""), params
+
+
+# SQLite result codes that mean the disk refused a write, as the errno users know.
+_STORAGE_ERRNO = {
+    sqlite3.SQLITE_FULL: errno.ENOSPC,
+    sqlite3.SQLITE_IOERR: errno.EIO,
+    sqlite3.SQLITE_READONLY: errno.EROFS,
+    sqlite3.SQLITE_CANTOPEN: errno.EIO,
+}
+
+
+def storage_error(path: Path, exc: sqlite3.Error) -> StorageError | None:
+    """``exc`` as the typed ``StorageError`` if the disk refused a write, else None."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    number = None if code is None else _STORAGE_ERRNO.get(code & 0xFF)
+    if number is None:
+        return None
+    return StorageError(path, OSError(number, f"sidecar: {exc}"))
 
 
 class Sidecar:
@@ -217,10 +237,19 @@ class Sidecar:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield conn
+                    conn.execute("COMMIT")
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    # A COMMIT that failed (disk full, I/O error) can leave the transaction
+                    # open, holding the write lock of every process: always roll back.
+                    if conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
                     raise
-                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                error = storage_error(self.path, exc)
+                if error is None:
+                    raise
+                raise error from exc
             finally:
                 if gate >= 0:
                     fcntl.flock(gate, fcntl.LOCK_UN)

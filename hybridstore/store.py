@@ -300,12 +300,17 @@ class JobStore:
                 # Nothing changed on disk: take the intent back so the index is as before.
                 self._clear_intent_quietly(job_id)
             raise
-        with self._sidecar.transaction() as conn:
-            if new is None:
-                Sidecar.drop_row(conn, job_id)
-            else:
-                Sidecar.write_row(conn, row_for(new, body, _now_us()), current)
-            Sidecar.clear_intent(conn, job_id)
+        try:
+            with self._sidecar.transaction() as conn:
+                if new is None:
+                    Sidecar.drop_row(conn, job_id)
+                else:
+                    Sidecar.write_row(conn, row_for(new, body, _now_us()), current)
+                Sidecar.clear_intent(conn, job_id)
+        except StorageError as exc:
+            # The files changed but the index could not follow: the intent stays, and the
+            # next touch of the job (or the next open) re-derives its row.
+            raise StorageError(exc.path, exc.cause, in_place=True) from exc
         if self._sidecar.replaced():
             # The sidecar was deleted or replaced during this write, so the row went to the
             # old one, and the new one may have been rebuilt before our file step: re-derive
