@@ -217,6 +217,9 @@ class JobStore:
         except Timeout:
             job_id = None if name.startswith(".") else name  # ".sidecar" guards opening
             raise LockTimeout(job_id, lock.timeout, lock.lock_file) from None
+        except OSError as exc:
+            # The lock file cannot be created or opened: a read-only or full file system.
+            raise StorageError(lock.lock_file, exc) from exc
         try:
             yield
         finally:
@@ -228,6 +231,8 @@ class JobStore:
             lock.acquire(blocking=False)
         except Timeout:
             return None
+        except OSError as exc:
+            raise StorageError(lock.lock_file, exc) from exc
         return lock
 
     # -- the write protocol -----------------------------------------------------------------
