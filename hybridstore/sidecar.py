@@ -15,6 +15,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +36,36 @@ _HEADER = b"SQLite format 3\x00"
 # Connections abandoned in a forked child: closing them there could checkpoint or unlock
 # on the parent's behalf, so they are kept alive and never touched again.
 _ABANDONED: list[sqlite3.Connection] = []
+# Every sidecar of this process, quiesced around fork(): the forking thread takes each
+# one's lock first, so no other thread is inside a statement or a transaction at that
+# moment. Otherwise the child would inherit a thread lock held forever, and SQLite's
+# per-process lock bookkeeping of a connection caught mid-transaction, which makes the
+# child's own new connection wait forever for a write lock that nobody holds.
+_LIVE: weakref.WeakSet[Sidecar] = weakref.WeakSet()
+_HELD: list[Sidecar] = []
+
+
+def _before_fork() -> None:
+    for sidecar in list(_LIVE):
+        sidecar.lock.acquire()
+        _HELD.append(sidecar)
+
+
+def _after_fork_in_parent() -> None:
+    while _HELD:
+        _HELD.pop().lock.release()
+
+
+def _after_fork_in_child() -> None:
+    while _HELD:
+        _HELD.pop().lock = threading.RLock()
+
+
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 
 FILTER_COLUMNS = ("status", "content_type", "worker_id", "ingestion_task_id")
 
@@ -146,6 +177,7 @@ class Sidecar:
         self.path = path
         self.busy_timeout = busy_timeout
         self.lock = threading.RLock()
+        _LIVE.add(self)
         self._db: sqlite_utils.Database | None = None
         self._pid = 0
         self._inode = 0
