@@ -110,9 +110,10 @@ class JobStore:
         self.lock_timeout = lock_timeout
         self.max_job_bytes = max_job_bytes
         self.layout = Layout(self.data_dir)
-        self.layout.create()
         if check_file_system:
+            # Before creating anything: nothing is written on a file system we refuse.
             check_local_file_system(self.data_dir)
+        self.layout.create()
         self._sidecar = Sidecar(
             self.data_dir / SIDECAR_NAME, gate=self.layout.lock_path(".sidecar-writes")
         )
