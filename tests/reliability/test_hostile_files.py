@@ -260,3 +260,35 @@ def test_hostile_files_are_isolated_reported_and_quarantined(hostile: dict[str, 
     for status in JobStatus:  # foreign entries are left where they are
         for name in os.listdir(data_dir / status.value):
             assert not name.endswith(".json") or name in FOREIGN or name.startswith("good-")
+
+
+def test_hostile_file_names_are_never_echoed_raw(tmp_path: Path) -> None:
+    """A file whose name carries escape sequences and newlines is reported, escaped, by
+    every command that names files; nothing raw reaches the terminal or the logs."""
+    from click.testing import CliRunner
+
+    from hybridstore.cli import cli
+
+    data_dir = tmp_path / "data"
+    with JobStore(data_dir) as store:
+        store.add(make_job("fine"))
+    (data_dir / "pending" / "\x1b[31mevil\n\x07.json").write_text("x")
+    (data_dir / "failed" / "\x1b]0;title\x07").mkdir()
+    (data_dir / "pending" / "unreadable.json").write_bytes(b"\x1b[2J\n")
+    runner = CliRunner()
+    for args in (
+        ["verify"],
+        ["verify", "--json"],
+        ["reindex"],
+        ["--log-level", "debug", "verify", "--repair"],
+        ["--json-logs", "reindex"],
+        ["stats"],
+        ["list"],
+    ):
+        result = runner.invoke(cli, ["--data-dir", str(data_dir), *args])
+        out = result.stdout + result.stderr
+        assert result.exit_code in (0, 1), (args, out)
+        assert "\x1b" not in out and "\x07" not in out, (args, out)
+        assert "Traceback" not in out
+    with JobStore(data_dir) as store:
+        assert [j.id for j in store.find()] == ["fine"] and store.verify().ok
