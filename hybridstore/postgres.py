@@ -226,7 +226,7 @@ def schema_state(conn: Connection) -> tuple[str, int]:
                 sql.Identifier(schema, "schema_migrations")
             )
         ).fetchone()
-    except (psycopg.errors.UndefinedColumn, psycopg.DataError) as exc:
+    except (psycopg.ProgrammingError, psycopg.DataError) as exc:  # another tool's table
         raise SchemaError(
             f"schema {schema!r} holds a schema_migrations table that is not hybridstore's"
             " (use a schema of its own: options=-csearch_path=...)"
