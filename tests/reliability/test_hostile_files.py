@@ -292,3 +292,39 @@ def test_hostile_file_names_are_never_echoed_raw(tmp_path: Path) -> None:
         assert "Traceback" not in out
     with JobStore(data_dir) as store:
         assert [j.id for j in store.find()] == ["fine"] and store.verify().ok
+
+
+def test_a_file_corrupted_after_indexing_blocks_no_batch_call(data_dir: Path) -> None:
+    """An indexed job whose file turns unreadable (a bad disk block, a hand edit) is
+    skipped by claim_next, expire_overdue and cleanup, which go on with the other jobs;
+    get() of it is CorruptJobFile; verify reports it and repair quarantines it."""
+    from datetime import timedelta
+
+    from hybridstore.model import utcnow
+
+    later = utcnow() + timedelta(days=30)
+    with JobStore(data_dir) as store:
+        for i in range(4):
+            store.add(make_job(f"p{i}"))
+        for i in range(2):
+            job = store.claim_next("w")
+            assert job is not None and job.id == f"p{i}"
+        store.complete("p1", "w")
+        store.add(make_job("done"))
+        assert store.claim_next("w").id == "p2"  # type: ignore[union-attr]
+        store.complete("p2", "w")
+        # Now: p0 processing, p1 and p2 completed, p3 and done pending. Corrupt p0 (the
+        # only overdue one), p1 (the oldest terminal one) and p3 (the oldest pending one).
+        for status, job_id in (("processing", "p0"), ("completed", "p1"), ("pending", "p3")):
+            (data_dir / status / f"{job_id}.json").write_bytes(b'{"torn": ')
+        claimed = store.claim_next("w2", lease_seconds=90 * 86400)
+        assert claimed is not None and claimed.id == "done"
+        assert store.expire_overdue(now=later) == []
+        assert store.cleanup(days_old=1, now=later) == 1  # p2, not p1
+        for job_id in ("p0", "p1", "p3"):
+            with pytest.raises(CorruptJobFile):
+                store.get(job_id)
+        found = store.verify()
+        assert {p.job_id for p in found.drift} == {"p0", "p1", "p3"}
+        assert len(store.repair().quarantined) == 3
+        assert store.verify().ok

@@ -122,6 +122,7 @@ def test_kill_at_every_call_of_every_operation(tmp_path: Path) -> None:
         shutil.rmtree(data_dir)
     # Both halves of the protocol were hit: crashes before the intent and inside it.
     assert outcomes["intent left"] > 0 and outcomes["no intent"] > 0, outcomes
+    print(f"{len(trace)} kill points over {len(kp.STEPS)} steps: {dict(kinds)}; {outcomes}")
 
 
 @pytest.mark.slow
@@ -190,6 +191,7 @@ def test_kill_during_recovery(tmp_path: Path) -> None:
             tried += 1
         shutil.rmtree(base)
     assert tried > 150, tried
+    print(f"{tried} kills during recovery, from {len(chosen)} crash states")
 
 
 # -- the second net: random-time kills of busy writers --------------------------------------
