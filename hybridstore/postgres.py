@@ -439,7 +439,9 @@ class PostgresJobRepository:
             self.dsn,
             min_size=self._min,
             max_size=self._max,
-            kwargs=_connect_kwargs(self.dsn),
+            # Autocommit: a single statement is atomic on its own and then costs one round
+            # trip; calls of several statements open a transaction explicitly (_cursor).
+            kwargs={**_connect_kwargs(self.dsn), "autocommit": True},
             configure=_configure,
             open=True,
             name=f"hybridstore {self._target}",
@@ -457,8 +459,9 @@ class PostgresJobRepository:
         return self._pool
 
     @contextmanager
-    def _cursor(self, job_id: str | None = None) -> Iterator[Cursor]:
-        """One transaction: committed when the block ends, rolled back if it raises.
+    def _cursor(self, job_id: str | None = None, *, transaction: bool = False) -> Iterator[Cursor]:
+        """A cursor on a pooled connection; with ``transaction`` its statements form one
+        transaction, committed when the block ends and rolled back if it raises.
 
         Database errors that mean "this value cannot be stored" become ``InvalidArgument``,
         a lost server ``BackendUnavailable``; hybridstore's own errors pass through.
@@ -468,8 +471,13 @@ class PostgresJobRepository:
 
         about = f"job {job_id!r}: " if job_id is not None else ""
         try:
-            with self._current_pool().connection() as conn, conn.cursor() as cur:
-                yield cur
+            with self._current_pool().connection() as conn:
+                if transaction:
+                    with conn.transaction(), conn.cursor() as cur:
+                        yield cur
+                else:
+                    with conn.cursor() as cur:
+                        yield cur
         except (psycopg.DataError, UnicodeEncodeError) as exc:
             raise InvalidArgument(f"{about}PostgreSQL cannot store it: {exc}") from exc
         except PoolTimeout as exc:
@@ -560,7 +568,7 @@ class PostgresJobRepository:
 
     def _import_batch(self, batch: dict[str, RemoteJob]) -> ImportResult:
         result = ImportResult()
-        with self._cursor() as cur:
+        with self._cursor(transaction=True) as cur:
             rows = cur.execute(
                 f"SELECT {_FIELDS} FROM remote_jobs WHERE id = ANY(%s::text[]) FOR UPDATE",
                 (list(batch),),
@@ -698,7 +706,7 @@ class PostgresJobRepository:
     def _change(self, job_id: str, change: Callable[[RemoteJob, datetime], RemoteJob]) -> RemoteJob:
         """Lock one job's row, apply a lifecycle rule at the server's now, write it back."""
         validate_job_id(job_id)
-        with self._cursor(job_id) as cur:
+        with self._cursor(job_id, transaction=True) as cur:
             row = cur.execute(_LOCK_ONE, (job_id,)).fetchone()
             if row is None:
                 raise JobNotFound(job_id)
@@ -726,7 +734,7 @@ class PostgresJobRepository:
             content_types = [content_types]
         lifecycle.lease_delta(lease_seconds)
         where, params = _where(JobStatus.PENDING, content_types, None, None)
-        with self._cursor() as cur:
+        with self._cursor(transaction=True) as cur:
             row = cur.execute(
                 f"SELECT statement_timestamp(), {_FIELDS} FROM remote_jobs{where}{_ORDER}"
                 " LIMIT 1 FOR UPDATE SKIP LOCKED",
@@ -782,7 +790,7 @@ class PostgresJobRepository:
         transaction. Rows another transaction holds (a heartbeat in flight) are skipped and
         judged on the next call."""
         changed = []
-        with self._cursor() as cur:
+        with self._cursor(transaction=True) as cur:
             rows = cur.execute(
                 f"SELECT {_NOW}, {_FIELDS} FROM remote_jobs"
                 f" WHERE status = 'processing' AND timeout_at < {_NOW}"
