@@ -47,10 +47,9 @@ from .model import (
     TERMINAL_STATUSES,
     JobStatus,
     RemoteJob,
-    parse_status,
     validate_job_id,
 )
-from .repository import Filter
+from .repository import Filter, check_page, filter_values
 from .transfer import ImportResult, import_action
 
 if TYPE_CHECKING:
@@ -337,33 +336,12 @@ def _job(row: Sequence[Any]) -> RemoteJob:
     return RemoteJob.model_validate(dict(zip(COLUMNS, row, strict=True)))
 
 
-def _values(value: Any) -> list[Any] | None:
-    if value is None:
-        return None
-    return [value] if isinstance(value, str) else list(value)
-
-
-def _where(
-    status: Filter | JobStatus,
-    content_type: Filter,
-    worker_id: Filter,
-    ingestion_task_id: Filter,
-) -> tuple[str, list[Any]]:
-    """SQL for filters that combine with AND; each matches one value or any of a list."""
+def _where(filters: dict[str, list[str]]) -> tuple[str, list[Any]]:
+    """SQL for ``repository.filter_values`` output: AND of "any of" per field."""
     parts: list[str] = []
     params: list[Any] = []
-    statuses = _values(status)
-    given: list[tuple[str, list[Any] | None]] = [
-        ("status", None if statuses is None else [parse_status(s).value for s in statuses]),
-        ("content_type", _values(content_type)),
-        ("worker_id", _values(worker_id)),
-        ("ingestion_task_id", _values(ingestion_task_id)),
-    ]
-    for column, values in given:
-        if values is None:
-            continue
-        if not all(isinstance(v, str) for v in values):
-            raise InvalidArgument(f"{column} filter values must be strings")
+    for column, values in filters.items():
+        assert column in ("status", "content_type", "worker_id", "ingestion_task_id")
         if not values:
             parts.append("false")
         elif len(values) == 1:
@@ -374,13 +352,6 @@ def _where(
             parts.append(f"{column} = ANY(%s::text[])")
             params.append(values)
     return (" WHERE " + " AND ".join(parts) if parts else ""), params
-
-
-def _check_page(limit: int | None, offset: int) -> None:
-    if limit is not None and (not isinstance(limit, int) or limit < 0):
-        raise InvalidArgument(f"limit must be a non-negative integer, got {limit!r}")
-    if not isinstance(offset, int) or offset < 0:
-        raise InvalidArgument(f"offset must be a non-negative integer, got {offset!r}")
 
 
 def _is_connection_error(exc: Exception) -> bool:
@@ -422,7 +393,6 @@ class PostgresJobRepository:
         self._min = min_connections
         self._max = max(min_connections, max_connections)
         with connect(dsn) as conn:
-            self.schema = schema_state(conn)[0]
             apply_migrations(conn)
         self._lock = threading.Lock()
         self._closed = False
@@ -618,8 +588,8 @@ class PostgresJobRepository:
         offset: int = 0,
     ) -> list[RemoteJob]:
         """Jobs matching every given filter, ordered by ``created_at`` then id (bytes)."""
-        _check_page(limit, offset)
-        where, params = _where(status, content_type, worker_id, ingestion_task_id)
+        check_page(limit, offset)
+        where, params = _where(filter_values(status, content_type, worker_id, ingestion_task_id))
         return self._select(where, [*params, limit, offset], " LIMIT %s OFFSET %s")
 
     def count(
@@ -631,7 +601,7 @@ class PostgresJobRepository:
         ingestion_task_id: Filter = None,
     ) -> int:
         """How many jobs ``find`` would return without a limit."""
-        where, params = _where(status, content_type, worker_id, ingestion_task_id)
+        where, params = _where(filter_values(status, content_type, worker_id, ingestion_task_id))
         with self._cursor() as cur:
             row = cur.execute(f"SELECT count(*) FROM remote_jobs{where}", params).fetchone()
         assert row is not None
@@ -733,7 +703,7 @@ class PostgresJobRepository:
         if isinstance(content_types, str):
             content_types = [content_types]
         lifecycle.lease_delta(lease_seconds)
-        where, params = _where(JobStatus.PENDING, content_types, None, None)
+        where, params = _where(filter_values(JobStatus.PENDING, content_types))
         with self._cursor(transaction=True) as cur:
             row = cur.execute(
                 f"SELECT statement_timestamp(), {_FIELDS} FROM remote_jobs{where}{_ORDER}"

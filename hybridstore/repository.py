@@ -22,12 +22,56 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
-from .model import JobStatus, RemoteJob
+from .errors import InvalidArgument
+from .model import JobStatus, RemoteJob, parse_status
 
-__all__ = ["Filter", "JobRepository"]
+__all__ = ["Filter", "JobRepository", "check_page", "filter_values"]
 
 #: A filter value: one value, or a sequence meaning "any of these".
 Filter = str | Sequence[str] | None
+
+
+def filter_values(
+    status: Filter | JobStatus = None,
+    content_type: Filter = None,
+    worker_id: Filter = None,
+    ingestion_task_id: Filter = None,
+) -> dict[str, list[str]]:
+    """The filters of ``find``/``count`` as ``{field: any-of values}``, checked the same way
+    for every backend: statuses must be known (``InvalidArgument``), values strings.
+
+    Fields not filtered on are absent; an empty list is kept (it matches nothing).
+    """
+
+    def values(value: Any) -> list[Any] | None:
+        if value is None:
+            return None
+        return [value] if isinstance(value, str) else list(value)
+
+    filters: dict[str, list[str]] = {}
+    statuses = values(status)
+    if statuses is not None:
+        filters["status"] = [parse_status(s).value for s in statuses]
+    for name, given in (
+        ("content_type", content_type),
+        ("worker_id", worker_id),
+        ("ingestion_task_id", ingestion_task_id),
+    ):
+        chosen = values(given)
+        if chosen is not None:
+            if not all(isinstance(v, str) for v in chosen):
+                raise InvalidArgument(f"{name} filter values must be strings")
+            filters[name] = chosen
+    return filters
+
+
+def check_page(limit: int | None, offset: int) -> None:
+    """``InvalidArgument`` unless ``limit`` (None: no limit) and ``offset`` are
+    non-negative integers."""
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise InvalidArgument(f"limit must be a non-negative integer, got {limit!r}")
+    if not isinstance(offset, int) or offset < 0:
+        raise InvalidArgument(f"offset must be a non-negative integer, got {offset!r}")
 
 
 @runtime_checkable
