@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import BackendUnavailable, InvalidArgument
-from .migrations import load_migrations
+from .migrations import Migration, load_migrations
 from .postgres import apply_migrations, connect, describe_dsn, schema_state
 
 if TYPE_CHECKING:
@@ -100,11 +100,15 @@ def _status(conn: Connection, dsn: str, **changes: Any) -> DbStatus:
     )
 
 
+def _names(applied: list[Migration]) -> list[str]:
+    return [f"{m.version:04d}_{m.name}" for m in applied]
+
+
 def migrate_db(dsn: str) -> DbStatus:
     """Apply the pending migrations (what ``PostgresJobRepository`` does on opening)."""
     with connect(dsn) as conn:
         applied = apply_migrations(conn)
-        return _status(conn, dsn, applied=[f"{m.version:04d}_{m.name}" for m in applied])
+        return _status(conn, dsn, applied=_names(applied))
 
 
 def init_db(dsn: str) -> DbStatus:
@@ -140,9 +144,7 @@ def init_db(dsn: str) -> DbStatus:
             )
             created.append(f"schema {wanted.group(1)}")
         applied = apply_migrations(conn)
-        return _status(
-            conn, dsn, applied=[f"{m.version:04d}_{m.name}" for m in applied], created=created
-        )
+        return _status(conn, dsn, applied=_names(applied), created=created)
 
 
 def reset_db(dsn: str) -> DbStatus:
@@ -166,7 +168,7 @@ def reset_db(dsn: str) -> DbStatus:
                 )
             )
             applied = apply_migrations(conn)
-        return _status(conn, dsn, applied=[f"{m.version:04d}_{m.name}" for m in applied])
+        return _status(conn, dsn, applied=_names(applied))
 
 
 def check_db(dsn: str) -> DbStatus:
