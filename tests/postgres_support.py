@@ -15,6 +15,8 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
+from hybridstore.postgres import describe_dsn
+
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 # Whether the server answered, asked once per session: a down server should cost one
@@ -41,7 +43,8 @@ def _probe() -> tuple[bool, str]:
                 _reachable = (True, "")
             except psycopg.Error as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-                _reachable = (False, f"PostgreSQL at {server_dsn()} is unreachable: {first}")
+                where = describe_dsn(server_dsn())  # never a password in a skip reason
+                _reachable = (False, f"PostgreSQL at {where} is unreachable: {first}")
     return _reachable
 
 
