@@ -330,6 +330,161 @@ def cleanup(context: Context, days: float, dry_run: bool) -> None:
     click.echo(f"deleted {deleted} jobs finished more than {days:g} days ago")
 
 
+# -- moving between backends ------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--to", "to_url", required=True, metavar="URL|DIR", help="Where to copy to.")
+@click.option(
+    "--from",
+    "from_url",
+    metavar="URL|DIR",
+    help="Where to copy from (default: the store of --data-dir).",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--verify", "verify_all", is_flag=True, help="Compare every job afterwards.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_context
+def copy(
+    context: Context,
+    to_url: str,
+    from_url: str | None,
+    batch_size: int,
+    verify_all: bool,
+    as_json: bool,
+) -> None:
+    """Copy every job into another backend (e.g. postgresql://...), versions kept.
+
+    Idempotent: a second run writes nothing. Ends with a per-status count check; exit 1
+    if the counts differ, a newer target copy was kept, or --verify finds a difference.
+    """
+    from .transfer import copy_jobs
+
+    source = open_repository(from_url or context.target)
+    try:
+        target = open_repository(to_url)
+        try:
+            show_bar = sys.stderr.isatty() and not as_json
+            with _progress(show_bar, "copying") as progress:
+                report = copy_jobs(
+                    source, target, batch_size=batch_size, progress=progress, verify=verify_all
+                )
+        finally:
+            target.close()
+    finally:
+        source.close()
+    if as_json:
+        echo_json(report.to_dict())
+        sys.exit(0 if report.ok else 1)
+    click.echo(
+        f"read {report.read} jobs: {report.written} written, {report.unchanged} already"
+        f" there, {len(report.conflicts)} conflicts ({report.seconds:.2f}s)"
+    )
+    for status in JobStatus:
+        here = report.source_counts.get(status.value, 0)
+        there = report.target_counts.get(status.value, 0)
+        mark = "" if here == there else "   <- differs"
+        click.echo(f"  {status.value:<11} source {here:>8}  target {there:>8}{mark}")
+    for job_id in report.conflicts[:20]:
+        click.echo(f"conflict: {safe(job_id)}: the target holds a newer or diverged copy")
+    for difference in report.differences[:20]:
+        click.echo(f"{difference.kind}: {safe(difference.job_id)}: {safe(difference.detail)}")
+    if report.ok:
+        verified = ", every job compared" if report.verified else ""
+        click.echo(f"ok: counts match{verified}")
+    else:
+        click.echo("copy check failed", err=True)
+    sys.exit(0 if report.ok else 1)
+
+
+@cli.group()
+def db() -> None:
+    """Manage the PostgreSQL schema (numbered migrations in schema_migrations)."""
+
+
+def _db_url_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--url",
+        required=True,
+        envvar="HYBRIDSTORE_URL",
+        metavar="URL",
+        help="postgresql://user@host:port/database (default: $HYBRIDSTORE_URL).",
+    )(function)
+
+
+def _db_report(status: Any, as_json: bool) -> None:
+    if as_json:
+        echo_json(status.to_dict())
+    else:
+        for name in status.created:
+            click.echo(f"created {safe(name)}")
+        for name in status.applied:
+            click.echo(f"applied {safe(name)}")
+        click.echo(safe(status.describe()))
+    sys.exit(0 if status.ok else 1)
+
+
+def _database_url(url: str) -> str:
+    if not is_database_url(url):
+        raise click.BadParameter("expected a postgresql:// URL", param_hint="--url")
+    return url
+
+
+@db.command("init")
+@_db_url_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def db_init(url: str, as_json: bool) -> None:
+    """Create the database and schema if missing, and apply every migration."""
+    from .pgadmin import init_db
+
+    _db_report(init_db(_database_url(url)), as_json)
+
+
+@db.command("migrate")
+@_db_url_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def db_migrate(url: str, as_json: bool) -> None:
+    """Apply pending migrations."""
+    from .pgadmin import migrate_db
+
+    _db_report(migrate_db(_database_url(url)), as_json)
+
+
+@db.command("test")
+@_db_url_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def db_test(url: str, as_json: bool) -> None:
+    """Connect and check the schema version; exit 1 unless it is up to date."""
+    from .pgadmin import check_db
+
+    _db_report(check_db(_database_url(url)), as_json)
+
+
+@db.command("reset")
+@_db_url_option
+@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def db_reset(url: str, force: bool, as_json: bool) -> None:
+    """Drop hybridstore's tables (every job!) and recreate them."""
+    from .pgadmin import reset_db
+
+    url = _database_url(url)
+    if not force:
+        from .postgres import describe_dsn
+
+        click.confirm(f"This deletes every job in {safe(describe_dsn(url))}. Continue?", abort=True)
+    _db_report(reset_db(url), as_json)
+
+
+@db.command("create-migration")
+@click.argument("name")
+def db_create_migration(name: str) -> None:
+    """Write the next numbered PostgreSQL migration template (for developers)."""
+    from .pgadmin import create_migration
+
+    click.echo(str(create_migration(name)))
+
+
 # -- the main job -----------------------------------------------------------------------
 
 

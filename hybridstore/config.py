@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
 __all__ = ["default_data_dir", "is_database_url", "open_repository"]
 
 DEFAULT_DATA_DIR = Path("data") / "remote_jobs"
+# "host=db dbname=jobs ...": a libpq connection string, which must not become a directory.
+_LIBPQ_KEYWORDS = re.compile(r"\s*(host|hostaddr|dbname|user|port|service)\s*=")
 
 
 def default_data_dir() -> Path:
@@ -49,6 +52,10 @@ def open_repository(target: str | os.PathLike[str] | None = None) -> JobReposito
         from .postgres import PostgresJobRepository
 
         return PostgresJobRepository(text)
+    if _LIBPQ_KEYWORDS.match(text):
+        raise BackendUnavailable(
+            "a key=value connection string is not accepted: use a postgresql:// URL"
+        )
     if text.startswith("file://"):
         text = unquote(urlparse(text).path)
     elif "://" in text:
