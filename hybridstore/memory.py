@@ -18,19 +18,12 @@ from .model import (
     TERMINAL_STATUSES,
     JobStatus,
     RemoteJob,
-    parse_status,
     utcnow,
     validate_job_id,
 )
-from .repository import Filter
+from .repository import Filter, check_page, filter_values
 
 __all__ = ["MemoryJobRepository"]
-
-
-def _values(value: Any) -> list[Any] | None:
-    if value is None:
-        return None
-    return [value] if isinstance(value, str) else list(value)
 
 
 class MemoryJobRepository:
@@ -81,28 +74,16 @@ class MemoryJobRepository:
         chosen.sort(key=lambda j: (j.created_at, j.id.encode()))
         return [j.model_copy(deep=True) for j in chosen]
 
+    @staticmethod
     def _matcher(
-        self,
         status: Filter | JobStatus,
         content_type: Filter,
         worker_id: Filter,
         ingestion_task_id: Filter,
     ) -> Callable[[RemoteJob], bool]:
-        statuses = _values(status)
-        wanted: list[tuple[str, set[Any]]] = []
-        if statuses is not None:
-            wanted.append(("status", {parse_status(s) for s in statuses}))
-        for name, given in (
-            ("content_type", content_type),
-            ("worker_id", worker_id),
-            ("ingestion_task_id", ingestion_task_id),
-        ):
-            values = _values(given)
-            if values is not None:
-                if not all(isinstance(v, str) for v in values):
-                    raise InvalidArgument(f"{name} filter values must be strings")
-                wanted.append((name, set(values)))
-        return lambda job: all(getattr(job, name) in allowed for name, allowed in wanted)
+        wanted = filter_values(status, content_type, worker_id, ingestion_task_id)
+        # Statuses compare by value: JobStatus is a str enum.
+        return lambda job: all(getattr(job, name) in allowed for name, allowed in wanted.items())
 
     def find(
         self,
@@ -114,10 +95,7 @@ class MemoryJobRepository:
         limit: int | None = None,
         offset: int = 0,
     ) -> list[RemoteJob]:
-        if limit is not None and (not isinstance(limit, int) or limit < 0):
-            raise InvalidArgument(f"limit must be a non-negative integer, got {limit!r}")
-        if not isinstance(offset, int) or offset < 0:
-            raise InvalidArgument(f"offset must be a non-negative integer, got {offset!r}")
+        check_page(limit, offset)
         found = self._select(self._matcher(status, content_type, worker_id, ingestion_task_id))
         return found[offset:] if limit is None else found[offset : offset + limit]
 

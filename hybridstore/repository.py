@@ -46,7 +46,11 @@ def filter_values(
     def values(value: Any) -> list[Any] | None:
         if value is None:
             return None
-        return [value] if isinstance(value, str) else list(value)
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return list(value)
+        return [value]  # refused below: not a string, not a known status
 
     filters: dict[str, list[str]] = {}
     statuses = values(status)

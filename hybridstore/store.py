@@ -61,6 +61,7 @@ from .model import (
     validate_job_id,
 )
 from .reports import Problem, ReindexReport, RepairReport, VerifyReport
+from .repository import Filter, check_page, filter_values
 from .sidecar import SIDECAR_NAME, Row, Sidecar, row_for, to_us
 from .transfer import ImportResult, import_action
 
@@ -74,7 +75,6 @@ TEMP_MAX_AGE = 15 * 60
 # How many claim candidates one sidecar query fetches.
 CLAIM_BATCH = 16
 
-Filter = str | Sequence[str] | None
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -490,36 +490,6 @@ class JobStore:
                 continue
         return max(found, key=lambda j: j.version) if found else None
 
-    def _filters(
-        self,
-        status: Filter | JobStatus = None,
-        content_type: Filter = None,
-        worker_id: Filter = None,
-        ingestion_task_id: Filter = None,
-    ) -> dict[str, list[str]]:
-        def values(value: Any) -> list[Any] | None:
-            if value is None:
-                return None
-            if isinstance(value, str):
-                return [value]
-            return list(value)
-
-        filters: dict[str, list[str]] = {}
-        statuses = values(status)
-        if statuses is not None:
-            filters["status"] = [parse_status(s).value for s in statuses]
-        for column, given in (
-            ("content_type", content_type),
-            ("worker_id", worker_id),
-            ("ingestion_task_id", ingestion_task_id),
-        ):
-            chosen = values(given)
-            if chosen is not None:
-                if not all(isinstance(v, str) for v in chosen):
-                    raise InvalidArgument(f"{column} filter values must be strings")
-                filters[column] = chosen
-        return filters
-
     @staticmethod
     def _parse_bodies(bodies: list[bytes]) -> list[RemoteJob]:
         return [RemoteJob.from_json(body) for body in bodies]
@@ -536,11 +506,8 @@ class JobStore:
     ) -> list[RemoteJob]:
         """Jobs matching every given filter (each a value or a list of any-of values),
         ordered by ``created_at`` then id. Answered from the index alone."""
-        if limit is not None and (not isinstance(limit, int) or limit < 0):
-            raise InvalidArgument(f"limit must be a non-negative integer, got {limit!r}")
-        if not isinstance(offset, int) or offset < 0:
-            raise InvalidArgument(f"offset must be a non-negative integer, got {offset!r}")
-        filters = self._filters(status, content_type, worker_id, ingestion_task_id)
+        check_page(limit, offset)
+        filters = filter_values(status, content_type, worker_id, ingestion_task_id)
         self._ready()
         return self._parse_bodies(self._sidecar.bodies(filters, limit, offset))
 
@@ -553,7 +520,7 @@ class JobStore:
         ingestion_task_id: Filter = None,
     ) -> int:
         """How many jobs ``find`` would return (without limit), from the index."""
-        filters = self._filters(status, content_type, worker_id, ingestion_task_id)
+        filters = filter_values(status, content_type, worker_id, ingestion_task_id)
         self._ready()
         return self._sidecar.count(filters)
 

@@ -237,3 +237,7 @@ def test_unknown_status_is_refused(repo: JobRepository) -> None:
         repo.count(status=["pending", "../etc"])
     with pytest.raises(InvalidArgument):
         repo.find(limit=-1)
+    with pytest.raises(InvalidArgument):
+        repo.find(status=5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument):
+        repo.count(content_type=7)  # type: ignore[arg-type]
