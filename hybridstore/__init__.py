@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .compat import RemoteJobsStorage, StorageManager
 from .config import open_repository
 from .errors import (
+    BackendUnavailable,
     CorruptJobFile,
     HybridStoreError,
     InvalidArgument,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendUnavailable",
     "CorruptJobFile",
     "HybridStoreError",
     "InvalidArgument",

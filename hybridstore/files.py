@@ -17,6 +17,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import secrets
 import stat
 import time
@@ -325,6 +326,8 @@ class Layout:
 
     def temp_files(self, job_id: str) -> Iterator[Path]:
         """Temp files a write of ``job_id`` may have left behind."""
+        # Exactly the names write_atomic makes: another job's id may start with this one's.
+        pattern = re.compile(rf"\.{re.escape(job_id)}{re.escape(JOB_SUFFIX)}\.[0-9a-f]{{12}}\.tmp")
         prefix = f".{job_id}{JOB_SUFFIX}."
         for status in JobStatus:
             directory = self.status_dir(status)
@@ -333,7 +336,7 @@ class Layout:
             except FileNotFoundError:
                 continue
             for name in names:
-                if name.endswith(TMP_SUFFIX):
+                if pattern.fullmatch(name):
                     yield directory / name
 
     def scan(self) -> Iterator[ScanEntry]:

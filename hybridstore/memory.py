@@ -18,6 +18,7 @@ from .model import (
     TERMINAL_STATUSES,
     JobStatus,
     RemoteJob,
+    resolve_now,
     utcnow,
     validate_job_id,
 )
@@ -121,7 +122,7 @@ class MemoryJobRepository:
         return found[-1] if found else None
 
     def expired(self, now: datetime | None = None) -> list[RemoteJob]:
-        now = now or utcnow()
+        now = resolve_now(now)
         return self._select(
             lambda j: (
                 j.status in ACTIVE_STATUSES and j.timeout_at is not None and j.timeout_at < now
@@ -129,7 +130,7 @@ class MemoryJobRepository:
         )
 
     def old_jobs(self, days_old: float = 7, now: datetime | None = None) -> list[RemoteJob]:
-        cutoff = (now or utcnow()) - timedelta(days=days_old)
+        cutoff = resolve_now(now) - timedelta(days=days_old)
         return self._select(
             lambda j: (
                 j.status in TERMINAL_STATUSES and (j.completed_at or self._written[j.id]) < cutoff
@@ -219,7 +220,7 @@ class MemoryJobRepository:
         return self._update(job_id, lambda j: lifecycle.cancel(j, utcnow()))
 
     def expire_overdue(self, now: datetime | None = None) -> list[RemoteJob]:
-        now = now or utcnow()
+        now = resolve_now(now)
         with self._lock:
             overdue = [j.id for j in self._jobs.values() if lifecycle.is_overdue(j, now)]
             return [self._update(job_id, lambda j: lifecycle.expire(j, now)) for job_id in overdue]

@@ -22,7 +22,9 @@ __all__ = [
     "TERMINAL_STATUSES",
     "JobStatus",
     "RemoteJob",
+    "as_utc",
     "parse_status",
+    "resolve_now",
     "utcnow",
     "validate_job_id",
 ]
@@ -87,14 +89,19 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _as_utc(value: datetime) -> datetime:
-    # The older design wrote naive ISO strings meaning UTC.
+def resolve_now(now: datetime | None) -> datetime:
+    """A caller's ``now=`` argument as aware UTC (naive means UTC); None means now."""
+    return utcnow() if now is None else as_utc(now)
+
+
+def as_utc(value: datetime) -> datetime:
+    """``value`` as aware UTC; a naive datetime is read as UTC (as the older design wrote)."""
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
 
 
-UTCDateTime = Annotated[datetime, AfterValidator(_as_utc)]
+UTCDateTime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 _SCALARS = (str, int, bool, type(None))

@@ -1,10 +1,11 @@
 """The SQLite sidecar: a derived index of the job files, built with sqlite-utils.
 
 It holds one row per job (the queried fields and a copy of the body) and the intents of
-writes in flight. It is never the truth: ``JobStore`` rebuilds it from the files whenever
-it is missing, unreadable or of a schema it cannot migrate. WAL mode lets readers go on
-while one writer commits; every write transaction is ``BEGIN IMMEDIATE`` so writers queue
-on the busy timeout instead of failing with "database is locked".
+writes in flight. It is never the truth: ``JobStore`` rebuilds it from the files when it
+is missing or unreadable, after migrating an older schema, and on the first open after a
+reboot; a newer schema is refused. WAL mode lets readers go on while one writer commits;
+every write transaction is ``BEGIN IMMEDIATE`` behind a write gate, so writers queue
+instead of failing with "database is locked".
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,11 +27,11 @@ from typing import Any
 
 import sqlite_utils
 
-from .errors import SchemaError, StorageError
+from .errors import LockTimeout, SchemaError, StorageError
 from .migrations import Migration, load_migrations
 from .model import JobStatus, RemoteJob
 
-__all__ = ["SIDECAR_NAME", "Row", "Sidecar", "from_us", "row_for", "to_us"]
+__all__ = ["SIDECAR_NAME", "Row", "Sidecar", "row_for", "row_matches", "to_us"]
 
 SIDECAR_NAME = "hybridstore.sqlite3"
 _HEADER = b"SQLite format 3\x00"
@@ -76,10 +78,6 @@ def to_us(value: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def from_us(value: int) -> datetime:
-    return datetime.fromtimestamp(value // 1_000_000, UTC).replace(microsecond=value % 1_000_000)
-
-
 @dataclass(frozen=True)
 class Row:
     """A job's index row."""
@@ -123,6 +121,14 @@ _CHANGEABLE = (
     "created_us",
     "timeout_us",
 )
+
+
+def row_matches(row: Row, job: RemoteJob, body: bytes) -> bool:
+    """Whether ``row`` indexes ``job`` stored as ``body``: every column, except the time of
+    the last write, which the index may know to the microsecond and the file only as mtime.
+    """
+    return row == row_for(job, body, row.finished_us)
+
 
 _UPSERT = (
     "INSERT OR REPLACE INTO jobs (id, status, content_type, worker_id, ingestion_task_id,"
@@ -183,9 +189,8 @@ class Sidecar:
         self._inode = 0
         # Writers of every process queue on an flock of ``gate`` before BEGIN IMMEDIATE.
         # SQLite's own busy handler polls with sleeps of 1, 2, 5, 10... ms, which under
-        # several writing processes costs more than the transactions; a blocked flock
-        # wakes as soon as the holder releases it. SQLite's busy timeout stays the
-        # fallback for writers that do not use the gate.
+        # several writing processes costs more than the transactions themselves. SQLite's
+        # busy timeout stays the fallback for writers that do not use the gate.
         self._gate_path = gate
         self._gate_fd = -1
         self._gate_pid = 0
@@ -257,6 +262,24 @@ class Sidecar:
             self._gate_pid = os.getpid()
         return self._gate_fd
 
+    def _enter_gate(self, gate: int) -> None:
+        """Take the write gate, waiting at most ``busy_timeout`` (``LockTimeout``).
+
+        Polled rather than blocking so that a writer stopped while holding it cannot hang
+        every other one forever; the first retries come after 0.1 ms, far sooner than
+        SQLite's busy handler would retry."""
+        delay = 0.0001
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                fcntl.flock(gate, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LockTimeout(None, self.busy_timeout, self._gate_path) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.002)
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` … ``COMMIT``; rolled back if the block raises."""
@@ -264,7 +287,7 @@ class Sidecar:
             conn = self.conn
             gate = self._gate()
             if gate >= 0:
-                fcntl.flock(gate, fcntl.LOCK_EX)
+                self._enter_gate(gate)
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -372,17 +395,6 @@ class Sidecar:
                 applied.append(migration)
         return applied
 
-    def applied_migrations(self) -> list[tuple[int, str, str]]:
-        with self.lock:
-            if "schema_migrations" not in self.db.table_names():
-                return []
-            return [
-                (int(v), str(n), str(a))
-                for v, n, a in self.conn.execute(
-                    "SELECT version, name, applied_at FROM schema_migrations ORDER BY version"
-                )
-            ]
-
     # -- rows (call inside ``transaction``) ---------------------------------------------
 
     @staticmethod
@@ -408,27 +420,27 @@ class Sidecar:
         )
 
     @staticmethod
-    def write_row(conn: sqlite3.Connection, row: Row, previous: RemoteJob | None) -> None:
-        """Insert ``row``, or update the existing row of ``previous`` (the job as stored).
+    def write_row(conn: sqlite3.Connection, row: Row) -> None:
+        """Insert ``row`` or update the job's stored row, inside the caller's transaction.
 
-        The update sets only the indexed columns whose value changed: SQLite then leaves
-        the other indexes alone, which halves the cost of a typical transition.
+        The update sets only the indexed columns whose stored value differs: SQLite then
+        leaves the other indexes alone, which halves the cost of a typical transition.
         """
-        if previous is None:
+        stored = conn.execute(
+            f"SELECT {', '.join(_CHANGEABLE)} FROM jobs WHERE id = ?", (row.id,)
+        ).fetchone()
+        if stored is None:
             Sidecar.put_rows(conn, [row])
             return
         columns = ["version = ?", "size = ?", "body = ?", "finished_us = ?"]
         values: list[Any] = [row.version, row.size, row.body, row.finished_us]
-        before = row_for(previous, b"", 0)
-        for column in _CHANGEABLE:
+        for column, before in zip(_CHANGEABLE, stored, strict=True):
             value = getattr(row, column)
-            if value != getattr(before, column):
+            if value != before:
                 columns.append(f"{column} = ?")
                 values.append(value)
         values.append(row.id)
-        updated = conn.execute(f"UPDATE jobs SET {', '.join(columns)} WHERE id = ?", values)
-        if updated.rowcount == 0:  # the row vanished (a rebuild raced us): insert it
-            Sidecar.put_rows(conn, [row])
+        conn.execute(f"UPDATE jobs SET {', '.join(columns)} WHERE id = ?", values)
 
     @staticmethod
     def replace_all_rows(conn: sqlite3.Connection, rows: Iterable[Row]) -> None:
@@ -576,12 +588,9 @@ class Sidecar:
         n, size = self._all("SELECT count(*), coalesce(sum(size), 0) FROM jobs")[0]
         return int(n), int(size)
 
-    def versions(self) -> dict[str, tuple[str, int, bytes]]:
-        """Every row's (status, version, body), for ``verify``."""
-        return {
-            r[0]: (r[1], int(r[2]), bytes(r[3]))
-            for r in self._all("SELECT id, status, version, body FROM jobs")
-        }
+    def all_rows(self) -> dict[str, Row]:
+        """Every row, for ``verify``."""
+        return {r[0]: Row(*r) for r in self._all("SELECT * FROM jobs")}
 
 
 def _statements(sql: str) -> list[str]:

@@ -17,6 +17,7 @@ Set queries are answered from the bodies copied into the sidecar; point reads re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sqlite3
@@ -57,12 +58,13 @@ from .model import (
     JobStatus,
     RemoteJob,
     parse_status,
+    resolve_now,
     utcnow,
     validate_job_id,
 )
 from .reports import Problem, ReindexReport, RepairReport, VerifyReport
 from .repository import Filter, check_page, filter_values
-from .sidecar import SIDECAR_NAME, Row, Sidecar, row_for, to_us
+from .sidecar import SIDECAR_NAME, Row, Sidecar, row_for, row_matches, to_us
 from .transfer import ImportResult, import_action
 
 __all__ = ["DEFAULT_MAX_JOB_BYTES", "JobStore"]
@@ -226,6 +228,16 @@ class JobStore:
         finally:
             lock.release()
 
+    def _drop_lock_file(self, job_id: str) -> None:
+        """Remove the lock file of a job that does not exist (any more), while holding it,
+        so ``.locks/`` holds one file per stored job, not one per id ever touched.
+
+        Safe under filelock >= 4: a process blocked on the unlinked file notices, once it
+        gets the lock, that the file is gone, and locks the path afresh.
+        """
+        with contextlib.suppress(OSError):  # a read-only directory: it stays, harmlessly
+            self.layout.lock_path(job_id).unlink(missing_ok=True)
+
     def _try_lock(self, job_id: str) -> FileLock | None:
         lock = self._file_lock(job_id, 0)
         try:
@@ -302,21 +314,28 @@ class JobStore:
                     durable=self.durable and new is None,
                 )
         except StorageError as exc:
-            if not touched and not exc.in_place:
-                # Nothing changed on disk: take the intent back so the index is as before.
-                self._clear_intent_quietly(job_id)
+            if touched or exc.in_place:
+                # The new body is in place (the old copy may remain): the intent stays and
+                # the next touch of the job re-derives its row.
+                if exc.in_place:
+                    raise
+                raise StorageError(exc.path, exc.cause, in_place=True) from exc
+            # Nothing changed on disk: take the intent back so the index is as before.
+            self._clear_intent_quietly(job_id)
             raise
         try:
             with self._sidecar.transaction() as conn:
                 if new is None:
                     Sidecar.drop_row(conn, job_id)
                 else:
-                    Sidecar.write_row(conn, row_for(new, body, _now_us()), current)
+                    Sidecar.write_row(conn, row_for(new, body, _now_us()))
                 Sidecar.clear_intent(conn, job_id)
         except StorageError as exc:
             # The files changed but the index could not follow: the intent stays, and the
             # next touch of the job (or the next open) re-derives its row.
             raise StorageError(exc.path, exc.cause, in_place=True) from exc
+        if new is None:
+            self._drop_lock_file(job_id)
         if self._sidecar.replaced():
             # The sidecar was deleted or replaced during this write, so the row went to the
             # old one, and the new one may have been rebuilt before our file step: re-derive
@@ -341,6 +360,7 @@ class JobStore:
         with self._lock(job_id):
             current = self._load_locked(job_id)
             if current is None:
+                self._drop_lock_file(job_id)
                 raise JobNotFound(job_id)
             return self._store_next(current, change(current), operation)
 
@@ -446,6 +466,7 @@ class JobStore:
         with self._lock(job_id):
             current = self._load_locked(job_id)
             if current is None:
+                self._drop_lock_file(job_id)
                 return False
             self._commit(job_id, current, None, "delete")
             return True
@@ -476,12 +497,14 @@ class JobStore:
         """The job as its file says, or None. ``CorruptJobFile`` if the file is invalid."""
         validate_job_id(job_id)
         self._ready()
-        status = self._sidecar.status_of(job_id)
-        if status is not None:
+        status, intent = self._sidecar.state(job_id)
+        if status is not None and not intent:
             try:
                 return self._read(job_id, JobStatus(status))[0]
             except FileNotFoundError:
                 pass  # moved by a concurrent write, or gone: look everywhere
+        # No row, or a write in flight or interrupted (its copies may be in two places):
+        # the highest version on disk is the job.
         found = []
         for where in self.layout.locate(job_id):
             try:
@@ -535,14 +558,14 @@ class JobStore:
     def expired(self, now: datetime | None = None) -> list[RemoteJob]:
         """Pending or processing jobs whose ``timeout_at`` is before ``now``."""
         self._ready()
-        cutoff = to_us(now or utcnow())
+        cutoff = to_us(resolve_now(now))
         return self._parse_bodies(self._sidecar.bodies_timed_out(sorted(ACTIVE_STATUSES), cutoff))
 
     def old_jobs(self, days_old: float = 7, now: datetime | None = None) -> list[RemoteJob]:
         """Terminal jobs finished before ``now - days_old`` (finished = ``completed_at``,
         else the time of the job's last write)."""
         self._ready()
-        cutoff = to_us((now or utcnow()) - timedelta(days=days_old))
+        cutoff = to_us(resolve_now(now) - timedelta(days=days_old))
         return self._parse_bodies(self._sidecar.bodies_finished(sorted(TERMINAL_STATUSES), cutoff))
 
     def statistics(self) -> dict[str, Any]:
@@ -625,7 +648,19 @@ class JobStore:
                 or current.status is not JobStatus.PENDING
                 or (wanted is not None and current.content_type not in wanted)
             ):
-                return True, None  # taken or changed since the candidate query
+                # Taken or changed since the candidate query. If the index still offers it,
+                # the row is stale (a file edited by hand): re-derive it, or every query
+                # would offer the same job again.
+                if current is None:
+                    self._drop_lock_file(job_id)
+                row = self._sidecar.row(job_id)
+                if (
+                    row is not None
+                    and row.status == JobStatus.PENDING.value
+                    and (wanted is None or row.content_type in wanted)
+                ):
+                    self._repair_locked(job_id)
+                return True, None
             claimed = lifecycle.claim(current, worker_id, lease_seconds, utcnow())
             return True, self._store_next(current, claimed, "claim")
         finally:
@@ -678,7 +713,7 @@ class JobStore:
     def expire_overdue(self, now: datetime | None = None) -> list[RemoteJob]:
         """Processing jobs past their lease → pending (retries left) or timeout."""
         self._ready()
-        now = now or utcnow()
+        now = resolve_now(now)
         self._recover_intents()
         changed = []
         for job_id in self._sidecar.ids_timed_out(JobStatus.PROCESSING, to_us(now)):
@@ -752,14 +787,15 @@ class JobStore:
                     if other is not None:
                         loser = other if other.version < row.version else row
                         if job.id not in in_flight:
+                            # No write of it is in flight: a leftover (a move whose unlink a
+                            # power cut lost). Set aside, lest a later delete resurrect it.
+                            path = self.layout.job_path(JobStatus(loser.status), job.id)
+                            reason = (
+                                f"older copy (version {loser.version}) of a job in two directories"
+                            )
+                            self.layout.quarantine_file(path, reason)
                             report.skipped.append(
-                                Problem(
-                                    "duplicate",
-                                    str(self.layout.job_path(JobStatus(loser.status), job.id)),
-                                    f"older copy (version {loser.version}) of a job in two"
-                                    " directories",
-                                    job.id,
-                                )
+                                Problem("duplicate", str(path), f"{reason}: quarantined", job.id)
                             )
                         row = row if loser is other else other
                     best[job.id] = row
@@ -782,7 +818,7 @@ class JobStore:
         self._ready()
         report = VerifyReport()
         suspects: set[str] = set()
-        rows = self._sidecar.versions()
+        rows = self._sidecar.all_rows()
         seen: dict[str, int] = {}
         for entry in self.layout.scan():
             if entry.kind == "foreign":
@@ -801,7 +837,7 @@ class JobStore:
                     suspects.add(entry.job_id)
                     continue
                 row = rows.get(entry.job_id)
-                if row != (entry.status.value, found.job.version, found.data):
+                if row is None or not row_matches(row, found.job, found.data):
                     suspects.add(entry.job_id)
         suspects.update(job_id for job_id, n in seen.items() if n > 1)
         suspects.update(job_id for job_id in rows if job_id not in seen)
@@ -840,7 +876,7 @@ class JobStore:
             job, data, status, path = copies[-1]
             if row is None:
                 problems.append(Problem("missing", str(path), "file has no index row", job_id))
-            elif (row.status, row.version, bytes(row.body)) != (status.value, job.version, data):
+            elif not row_matches(row, job, data):
                 problems.append(
                     Problem("stale", str(path), "index row differs from the file", job_id)
                 )

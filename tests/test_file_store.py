@@ -311,3 +311,100 @@ def test_remote_job_from_a_store_is_a_copy(store: JobStore) -> None:
     fetched.task_options["a"].append(2)
     assert store.get(job.id) == job
     assert isinstance(fetched, RemoteJob)
+
+
+def test_a_hand_edited_row_mismatch_does_not_make_claims_spin(
+    store: JobStore, data_dir: Path
+) -> None:
+    """The index says audio, the file (edited by hand) says video: a claim for audio must
+    not be offered the same job forever, and the row must follow the file."""
+    job = store.add(new_job(content_type="audio"))
+    edited = job.model_copy(update={"content_type": "video"})
+    (data_dir / "pending" / f"{job.id}.json").write_bytes(edited.to_json())
+    assert store.claim_next("w", content_types=["audio"]) is None
+    assert store.count(content_type="audio") == 0
+    assert store.verify().ok
+    claimed = store.claim_next("w", content_types=["video"])
+    assert claimed is not None and claimed.id == job.id
+
+
+def test_verify_sees_a_stale_index_column_and_writes_do_not_keep_it(
+    store: JobStore, data_dir: Path
+) -> None:
+    job = store.add(new_job(content_type="audio"))
+    conn = sqlite3.connect(data_dir / SIDECAR_NAME)
+    conn.execute("UPDATE jobs SET content_type = 'video' WHERE id = ?", (job.id,))
+    conn.commit()
+    conn.close()
+    assert {p.kind for p in store.verify().drift} == {"stale"}
+    store.save(job)  # the write sets the column from the file's job, not from a diff
+    assert store.verify().ok
+    assert store.count(content_type="audio") == 1
+
+
+def test_a_leftover_older_copy_cannot_come_back_after_a_delete(data_dir: Path) -> None:
+    """A power cut lost the unlink of a move: after the reboot's rebuild the old copy is
+    quarantined, so deleting the job deletes it for good."""
+    with JobStore(data_dir) as store:
+        job = store.add(new_job())
+        claimed = store.claim_next("w")
+        assert claimed is not None
+    (data_dir / "pending" / f"{job.id}.json").write_bytes(job.to_json())  # the lost unlink
+    conn = sqlite3.connect(data_dir / SIDECAR_NAME)
+    conn.execute("UPDATE meta SET value = 'an-earlier-boot' WHERE key = 'boot_id'")
+    conn.commit()
+    conn.close()
+    with JobStore(data_dir) as store:
+        assert store.get(job.id) == claimed
+        assert store.delete(job.id)
+        assert store.get(job.id) is None
+        assert store.count() == 0
+        assert store.verify().ok
+    assert len(list((data_dir / ".quarantine").glob("*.reason"))) == 1
+
+
+def test_repair_leaves_temp_files_of_a_job_whose_id_extends_another(
+    store: JobStore, data_dir: Path
+) -> None:
+    store.add(new_job(id="a"))
+    other = data_dir / "pending" / ".a.json.b.json.0123456789ab.tmp"  # job "a.json.b"
+    mine = data_dir / "pending" / ".a.json.0123456789ab.tmp"  # job "a"
+    other.write_bytes(b"{")
+    mine.write_bytes(b"{")
+    with store._lock("a"):
+        store._repair_locked("a")
+    assert other.exists() and not mine.exists()
+
+
+def test_lock_files_do_not_outlive_their_jobs(store: JobStore, data_dir: Path) -> None:
+    from hybridstore import JobNotFound
+
+    jobs = [store.add(new_job()) for _ in range(5)]
+    for job in jobs[:4]:
+        store.delete(job.id)
+    store.delete("never-existed")
+    with pytest.raises(JobNotFound):
+        store.cancel("ghost")
+    names = sorted(p.name for p in (data_dir / ".locks").iterdir() if not p.name.startswith("."))
+    assert names == [f"{jobs[4].id}.lock"]
+
+
+def test_a_failed_unlink_after_the_new_body_is_written_says_so(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import hybridstore.store as store_module
+    from hybridstore import StorageError
+
+    job = store.add(new_job())
+
+    def failing_remove(path: Path, *, durable: bool) -> bool:
+        raise StorageError(path, OSError(errno.EIO, "Input/output error"))
+
+    monkeypatch.setattr(store_module, "remove_file", failing_remove)
+    with pytest.raises(StorageError) as caught:
+        store.claim_next("w")
+    assert caught.value.in_place  # the new body is in place: not "nothing changed"
+    monkeypatch.undo()
+    assert store.get(job.id).status is JobStatus.PROCESSING  # type: ignore[union-attr]

@@ -241,3 +241,16 @@ def test_unknown_status_is_refused(repo: JobRepository) -> None:
         repo.find(status=5)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument):
         repo.count(content_type=7)  # type: ignore[arg-type]
+
+
+def test_a_naive_now_means_utc(repo: JobRepository) -> None:
+    from datetime import datetime
+
+    job = repo.add(new_job(timeout_at=T0))
+    naive_later = datetime(2026, 1, 1, 13, 0, 0)  # one hour after T0, as UTC
+    assert [j.id for j in repo.expired(naive_later)] == [job.id]
+    assert repo.expired(datetime(2026, 1, 1, 11, 0, 0)) == []
+    done = repo.add(new_job(status=JobStatus.COMPLETED, completed_at=T0))
+    assert [j.id for j in repo.old_jobs(1, now=datetime(2026, 1, 3))] == [done.id]
+    assert repo.cleanup(1, now=datetime(2026, 1, 3)) == 1
+    assert repo.expire_overdue(now=datetime(2026, 1, 3)) == []

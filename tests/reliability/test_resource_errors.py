@@ -148,10 +148,7 @@ def test_injected_storage_errors_during_a_save(
     else:
         # The new body reached its directory but the save was not reported as a success.
         # The intent names the job; the next touch re-derives it (here: the next open).
-        if call == "unlink":
-            assert not err.in_place and scenario == "move"
-        else:
-            assert err.in_place
+        assert err.in_place
         assert store._sidecar.intents() == ["target"]
         store.close()
         store = JobStore(data_dir)
