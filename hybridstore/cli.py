@@ -10,16 +10,18 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
-from .config import default_data_dir, is_database_url, open_repository
+from .config import is_database_url, open_repository, resolve_target
 from .errors import HybridStoreError
 from .logs import LEVELS, configure_logging
-from .model import JobStatus, utcnow
+from .model import JobStatus
 from .repository import JobRepository
 from .store import JobStore
 
@@ -43,49 +45,68 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=False, default=str))
 
 
+def require_store(target: str) -> None:
+    """Fail unless ``target`` is a database URL or an existing directory: commands that
+    read must not create a data directory wherever a typo pointed them."""
+    if not is_database_url(target) and not Path(target).is_dir():
+        fail(f"no data directory at {target} (create one with 'hybridstore init')")
+
+
 class Context:
     """What the group's options decided: where the store is."""
 
     def __init__(self, target: str | None) -> None:
         self.target = target
 
-    def describe(self) -> str:
-        return self.target or os.environ.get("HYBRIDSTORE_URL") or str(default_data_dir())
+    def resolved(self) -> str:
+        """The store: a postgresql:// URL or a directory (``config.resolve_target``)."""
+        return resolve_target(self.target)
 
     @contextmanager
-    def repository(self) -> Iterator[JobRepository]:
-        repo = open_repository(self.target)
-        try:
-            yield repo
-        finally:
-            repo.close()
-
-    @contextmanager
-    def file_store(self, command: str) -> Iterator[JobStore]:
-        target = self.target or os.environ.get("HYBRIDSTORE_URL") or None
-        if target is not None and is_database_url(target):
-            fail(f"'{command}' works on a data directory, not on {target.split('://')[0]}://")
+    def repository(self, *, create: bool = False) -> Iterator[JobRepository]:
+        target = self.resolved()
+        if not create:
+            require_store(target)
         repo = open_repository(target)
-        assert isinstance(repo, JobStore)
         try:
             yield repo
         finally:
             repo.close()
+
+    @contextmanager
+    def file_store(self, command: str, *, create: bool = False) -> Iterator[JobStore]:
+        target = self.resolved()
+        if is_database_url(target):
+            fail(f"'{command}' works on a data directory, not on {target.split('://')[0]}://")
+        if not create:
+            require_store(target)
+        store = JobStore(target)
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 pass_context = click.make_pass_decorator(Context)
 
 
 class HybridStoreGroup(click.Group):
-    """Turns library errors into one line and exit code 1, never a traceback."""
+    """Turns every error into one line and exit code 1, never a traceback (the traceback
+    goes to stderr as well with ``--log-level debug``)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
+            raise
         except HybridStoreError as exc:
             fail(str(exc))
         except OSError as exc:
             fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+        except Exception as exc:
+            if str(ctx.params.get("log_level", "")).lower() == "debug":
+                traceback.print_exc()
+            fail(f"unexpected {type(exc).__name__}: {exc}")
 
 
 @click.group(cls=HybridStoreGroup)
@@ -120,7 +141,7 @@ def cli(ctx: click.Context, target: str | None, log_level: str, json_logs: bool)
 @pass_context
 def init(context: Context) -> None:
     """Create the data directory layout and its sidecar index."""
-    with context.file_store("init") as store:
+    with context.file_store("init", create=True) as store:
         click.echo(
             f"initialized {safe(store.data_dir)} (sidecar schema version"
             f" {store.schema_version}, {store.count()} jobs)"
@@ -226,7 +247,7 @@ def stats(context: Context, as_json: bool) -> None:
     if as_json:
         echo_json(statistics)
         return
-    click.echo(f"store: {safe(context.describe())}")
+    click.echo(f"store: {safe(context.resolved())}")
     click.echo(f"total jobs: {statistics['total_jobs']}")
     click.echo(f"storage: {statistics['storage_size_mb']} MB")
     for title, key in (
@@ -246,7 +267,7 @@ STATUS_CHOICE = click.Choice([s.value for s in JobStatus])
 @click.option("--status", type=STATUS_CHOICE, multiple=True, help="Repeat for any of several.")
 @click.option("--content-type", multiple=True, help="Repeat for any of several.")
 @click.option("--worker", multiple=True, help="Repeat for any of several.")
-@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(min=0), help="At most this many jobs (default: all).")
 @click.option("--offset", type=click.IntRange(min=0), default=0)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of jobs as stored.")
 @pass_context
@@ -255,7 +276,7 @@ def list_jobs(
     status: tuple[str, ...],
     content_type: tuple[str, ...],
     worker: tuple[str, ...],
-    limit: int,
+    limit: int | None,
     offset: int,
     as_json: bool,
 ) -> None:
@@ -323,7 +344,7 @@ def cleanup(context: Context, days: float, dry_run: bool) -> None:
     """Delete old completed, failed, timed-out and cancelled jobs."""
     with context.repository() as repo:
         if dry_run:
-            old = repo.old_jobs(days, utcnow())
+            old = repo.old_jobs(days)  # the backend's clock, as cleanup uses
             click.echo(f"would delete {len(old)} jobs finished more than {days:g} days ago")
             return
         deleted = repo.cleanup(days)
@@ -360,7 +381,9 @@ def copy(
     """
     from .transfer import copy_jobs
 
-    source = open_repository(from_url or context.target)
+    source_target = resolve_target(from_url) if from_url else context.resolved()
+    require_store(source_target)
+    source = open_repository(source_target)
     try:
         target = open_repository(to_url)
         try:
@@ -504,9 +527,8 @@ def demo(context: Context, jobs: int, workers: int, fail_rate: float, as_json: b
     """Create jobs and work them off with worker processes; print throughput and stats."""
     from .demo import run_demo
 
-    target = context.target or os.environ.get("HYBRIDSTORE_URL") or str(default_data_dir())
-    if not is_database_url(target):
-        JobStore(target).close()  # create the directory before the workers start
+    target = context.resolved()
+    open_repository(target).close()  # create the store before the workers start
     if not as_json:
         click.echo(f"demo: {jobs} jobs, {workers} worker processes, store {safe(target)}")
     with _progress(sys.stderr.isatty() and not as_json, "jobs finished") as progress:
@@ -531,7 +553,12 @@ def demo(context: Context, jobs: int, workers: int, fail_rate: float, as_json: b
 
 def main() -> None:
     """Entry point of the ``hybridstore`` console script."""
-    cli(prog_name="hybridstore")
+    try:
+        cli(prog_name="hybridstore")
+    except BrokenPipeError:
+        # The reader went away (``hybridstore list | head``): stop quietly, as cat does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 if __name__ == "__main__":

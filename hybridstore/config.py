@@ -13,7 +13,7 @@ from .errors import BackendUnavailable
 if TYPE_CHECKING:
     from .repository import JobRepository
 
-__all__ = ["default_data_dir", "is_database_url", "open_repository"]
+__all__ = ["default_data_dir", "is_database_url", "open_repository", "resolve_target"]
 
 DEFAULT_DATA_DIR = Path("data") / "remote_jobs"
 # "host=db dbname=jobs ...": a libpq connection string, which must not become a directory.
@@ -34,35 +34,46 @@ def is_database_url(target: str) -> bool:
     return target.startswith(("postgresql://", "postgres://"))
 
 
-def open_repository(target: str | os.PathLike[str] | None = None) -> JobRepository:
-    """Open the backend ``target`` names.
+def resolve_target(target: str | os.PathLike[str] | None = None) -> str:
+    """The store ``target`` names: a ``postgresql://`` URL, or a directory path.
 
-    A path or ``file://`` URL opens a ``JobStore``; ``postgresql://…`` a
-    ``PostgresJobRepository``; None means ``$HYBRIDSTORE_URL`` if set, else the default
-    data directory. Switching a deployment to PostgreSQL is one environment variable.
+    None means ``$HYBRIDSTORE_URL`` if set, else the default data directory; a
+    ``file://`` URL becomes its path. Other schemes and libpq ``key=value`` strings are
+    refused (``BackendUnavailable``) rather than taken for directory names.
     """
     if target is None:
         target = os.environ.get("HYBRIDSTORE_URL") or None
     if target is None:
-        from .store import JobStore
-
-        return JobStore()
+        return str(default_data_dir())
     text = os.fspath(target)
     if is_database_url(text):
-        from .postgres import PostgresJobRepository
-
-        return PostgresJobRepository(text)
+        return text
     if _LIBPQ_KEYWORDS.match(text):
         raise BackendUnavailable(
             "a key=value connection string is not accepted: use a postgresql:// URL"
         )
     if text.startswith("file://"):
-        text = unquote(urlparse(text).path)
-    elif "://" in text:
+        return unquote(urlparse(text).path)
+    if "://" in text:
         scheme = text.split("://", 1)[0]
         raise BackendUnavailable(
             f"no backend for {scheme}:// URLs (use a path, file:// or postgresql://)"
         )
+    return text
+
+
+def open_repository(target: str | os.PathLike[str] | None = None) -> JobRepository:
+    """Open the backend ``target`` names (see ``resolve_target``).
+
+    A path or ``file://`` URL opens a ``JobStore``; ``postgresql://…`` a
+    ``PostgresJobRepository``; None means ``$HYBRIDSTORE_URL`` if set, else the default
+    data directory. Switching a deployment to PostgreSQL is one environment variable.
+    """
+    resolved = resolve_target(target)
+    if is_database_url(resolved):
+        from .postgres import PostgresJobRepository
+
+        return PostgresJobRepository(resolved)
     from .store import JobStore
 
-    return JobStore(text)
+    return JobStore(resolved)

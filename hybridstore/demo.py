@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import open_repository
+from .errors import InvalidTransition, NotJobOwner
 from .model import TERMINAL_STATUSES, RemoteJob
 
 __all__ = ["CONTENT_TYPES", "DemoReport", "run_demo"]
@@ -33,6 +34,7 @@ class DemoReport:
     completed: int = 0
     failed_attempts: int = 0
     abandoned: int = 0
+    lease_lost: int = 0
     expired: int = 0
     seconds: float = 0.0
     statistics: dict[str, Any] = field(default_factory=dict)
@@ -49,6 +51,7 @@ class DemoReport:
             "completed": self.completed,
             "failed_attempts": self.failed_attempts,
             "abandoned_leases": self.abandoned,
+            "leases_lost": self.lease_lost,
             "expired": self.expired,
             "seconds": round(self.seconds, 3),
             "claims_per_second": round(self.claims_per_second, 1),
@@ -68,7 +71,7 @@ def _worker(
 ) -> None:
     """One remote worker: claim until no pending job is left and none is in flight."""
     rng = random.Random(name)
-    counts = {"claims": 0, "completed": 0, "failed": 0, "abandoned": 0}
+    counts = {"claims": 0, "completed": 0, "failed": 0, "abandoned": 0, "lease_lost": 0}
     with open_repository(target) as repo:
         start.wait()
         while True:
@@ -83,16 +86,21 @@ def _worker(
             if rng.random() < abandon_rate:
                 counts["abandoned"] += 1  # a worker that died: the lease will expire
                 continue
-            time.sleep(work_seconds / 2)
-            repo.heartbeat(job.id, name, lease_seconds=lease_seconds, attempt=job.attempt)
-            time.sleep(work_seconds / 2)
-            if rng.random() < fail_rate:
-                repo.fail(job.id, name, "simulated conversion error", attempt=job.attempt)
-                counts["failed"] += 1
-            else:
-                result = {"pages": rng.randint(1, 40), "worker": name}
-                repo.complete(job.id, name, result, attempt=job.attempt)
-                counts["completed"] += 1
+            try:
+                time.sleep(work_seconds / 2)
+                repo.heartbeat(job.id, name, lease_seconds=lease_seconds, attempt=job.attempt)
+                time.sleep(work_seconds / 2)
+                if rng.random() < fail_rate:
+                    repo.fail(job.id, name, "simulated conversion error", attempt=job.attempt)
+                    counts["failed"] += 1
+                else:
+                    result = {"pages": rng.randint(1, 40), "worker": name}
+                    repo.complete(job.id, name, result, attempt=job.attempt)
+                    counts["completed"] += 1
+            except (NotJobOwner, InvalidTransition):
+                # Our lease ran out and the job was expired (and maybe claimed again):
+                # the fencing did its job; a real worker drops its result here.
+                counts["lease_lost"] += 1
     results.put(counts)
 
 
@@ -168,6 +176,7 @@ def run_demo(
             report.completed += found["completed"]
             report.failed_attempts += found["failed"]
             report.abandoned += found["abandoned"]
+            report.lease_lost += found["lease_lost"]
         if progress is not None:
             progress(repo.count(status=terminal) - done_before, jobs)
         report.statistics = repo.statistics()

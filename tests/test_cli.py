@@ -105,9 +105,19 @@ def test_expire_and_cleanup(filled: Path) -> None:
     assert json.loads(run(filled, "stats", "--json")[1])["total_jobs"] == 2
 
 
-def test_migrate_reports_the_schema_version(data_dir: Path) -> None:
+def test_migrate_applies_what_is_pending(data_dir: Path) -> None:
+    import sqlite3
+
+    assert run(data_dir, "init")[0] == 0
     code, out, _ = run(data_dir, "migrate")
-    assert code == 0 and "version 3" in out and "applied 0003_meta" in out
+    assert code == 0 and out == "sidecar schema is at version 3\n"
+    conn = sqlite3.connect(data_dir / "hybridstore.sqlite3")
+    conn.execute("DROP TABLE meta")
+    conn.execute("DELETE FROM schema_migrations WHERE version = 3")
+    conn.commit()
+    conn.close()
+    code, out, _ = run(data_dir, "migrate")
+    assert code == 0 and out == "applied 0003_meta\nsidecar schema is at version 3\n"
 
 
 @pytest.mark.parametrize(
@@ -120,6 +130,7 @@ def test_migrate_reports_the_schema_version(data_dir: Path) -> None:
     ],
 )
 def test_hostile_arguments_get_one_escaped_line_and_exit_1(data_dir: Path, args: list[str]) -> None:
+    JobStore(data_dir).close()
     code, _out, err = run(data_dir, *args)
     assert code == 1
     assert err.count("\n") == 1 and err.startswith("error: invalid job id")
@@ -194,3 +205,42 @@ def test_demo_runs_every_job_to_a_terminal_status(tmp_path: Path) -> None:
     assert report["claims"] >= 120 and report["claims_per_second"] > 0
     with JobStore(tmp_path / "demo") as store:
         assert store.verify().ok
+
+
+def test_reading_commands_do_not_create_a_missing_directory(tmp_path: Path) -> None:
+    missing = tmp_path / "typo"
+    for args in (["verify"], ["stats"], ["list"], ["show", "x"], ["reindex"], ["expire"]):
+        code, _, err = run(missing, *args)
+        assert code == 1 and "no data directory" in err, args
+    assert not missing.exists()
+
+
+def test_list_prints_every_job_unless_limited(data_dir: Path) -> None:
+    with JobStore(data_dir) as store:
+        for _ in range(130):
+            store.add(new_job())
+    assert len(json.loads(run(data_dir, "list", "--json")[1])) == 130
+    assert len(json.loads(run(data_dir, "list", "--json", "--limit", "7")[1])) == 7
+
+
+def test_an_unexpected_error_is_one_line(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    JobStore(data_dir).close()
+
+    def broken(self: JobStore) -> dict[str, object]:
+        raise RuntimeError("something nobody planned for")
+
+    monkeypatch.setattr(JobStore, "statistics", broken)
+    code, _, err = run(data_dir, "stats")
+    assert code == 1
+    assert err == "error: unexpected RuntimeError: something nobody planned for\n"
+
+
+def test_demo_accepts_a_file_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / "via-url"
+    result = CliRunner().invoke(
+        cli, ["--data-dir", f"file://{target}", "demo", "--jobs", "6", "--workers", "1", "--json"]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["statistics"]["total_jobs"] == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["via-url"]  # no stray "file:" dir
