@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from . import lifecycle
-from .errors import InvalidArgument, JobAlreadyExists, JobNotFound, VersionConflict
+from .errors import JobAlreadyExists, JobNotFound, VersionConflict
 from .model import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -22,7 +22,7 @@ from .model import (
     utcnow,
     validate_job_id,
 )
-from .repository import Filter, check_page, filter_values
+from .repository import Filter, check_page, claim_arguments, filter_values
 
 __all__ = ["MemoryJobRepository"]
 
@@ -171,13 +171,9 @@ class MemoryJobRepository:
         content_types: Sequence[str] | None = None,
         lease_seconds: float = 300,
     ) -> RemoteJob | None:
-        if not isinstance(worker_id, str) or not worker_id:
-            raise InvalidArgument("worker_id must be a non-empty string")
-        if isinstance(content_types, str):
-            content_types = [content_types]
-        lifecycle.lease_delta(lease_seconds)
+        wanted = claim_arguments(worker_id, content_types, lease_seconds)
         with self._lock:
-            pending = self.find(status=JobStatus.PENDING, content_type=content_types)
+            pending = self.find(status=JobStatus.PENDING, content_type=wanted)
             if not pending:
                 return None
             return self._update(

@@ -49,7 +49,7 @@ from .model import (
     RemoteJob,
     validate_job_id,
 )
-from .repository import Filter, check_page, filter_values
+from .repository import Filter, check_page, claim_arguments, filter_values
 from .transfer import ImportResult, import_action
 
 if TYPE_CHECKING:
@@ -698,12 +698,8 @@ class PostgresJobRepository:
     ) -> RemoteJob | None:
         """Lock the oldest pending job no one else has locked (``SKIP LOCKED``), move it to
         processing for ``worker_id``, commit; None when nothing is waiting."""
-        if not isinstance(worker_id, str) or not worker_id:
-            raise InvalidArgument("worker_id must be a non-empty string")
-        if isinstance(content_types, str):
-            content_types = [content_types]
-        lifecycle.lease_delta(lease_seconds)
-        where, params = _where(filter_values(JobStatus.PENDING, content_types))
+        wanted = claim_arguments(worker_id, content_types, lease_seconds)
+        where, params = _where(filter_values(JobStatus.PENDING, wanted))
         with self._cursor(transaction=True) as cur:
             row = cur.execute(
                 f"SELECT statement_timestamp(), {_FIELDS} FROM remote_jobs{where}{_ORDER}"

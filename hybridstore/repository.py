@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import InvalidArgument
+from .lifecycle import lease_delta
 from .model import JobStatus, RemoteJob, parse_status
 
 __all__ = ["Filter", "JobRepository", "check_page", "filter_values"]
@@ -208,3 +209,19 @@ class JobRepository(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+def claim_arguments(
+    worker_id: object, content_types: Sequence[str] | str | None, lease_seconds: float
+) -> list[str] | None:
+    """Check ``claim_next``'s arguments the same way for every backend (``InvalidArgument``)
+    and return the content types as a list (None: any type; a single string is one type)."""
+    if not isinstance(worker_id, str) or not worker_id:
+        raise InvalidArgument("worker_id must be a non-empty string")
+    lease_delta(lease_seconds)
+    if content_types is None:
+        return None
+    wanted = [content_types] if isinstance(content_types, str) else list(content_types)
+    if not all(isinstance(t, str) for t in wanted):
+        raise InvalidArgument("content_types must be strings")
+    return wanted

@@ -63,7 +63,7 @@ from .model import (
     validate_job_id,
 )
 from .reports import Problem, ReindexReport, RepairReport, VerifyReport
-from .repository import Filter, check_page, filter_values
+from .repository import Filter, check_page, claim_arguments, filter_values
 from .sidecar import SIDECAR_NAME, Row, Sidecar, row_for, row_matches, to_us
 from .transfer import ImportResult, import_action
 
@@ -593,12 +593,7 @@ class JobStore:
     ) -> RemoteJob | None:
         """Atomically move the oldest pending job (of ``content_types``) to processing for
         ``worker_id``; None when no job is waiting."""
-        if not isinstance(worker_id, str) or not worker_id:
-            raise InvalidArgument("worker_id must be a non-empty string")
-        if isinstance(content_types, str):
-            content_types = [content_types]
-        wanted = None if content_types is None else list(content_types)
-        lifecycle.lease_delta(lease_seconds)
+        wanted = claim_arguments(worker_id, content_types, lease_seconds)
         self._ready()
         while True:
             candidates = self._sidecar.claim_candidates(wanted, CLAIM_BATCH)
