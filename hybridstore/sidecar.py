@@ -262,6 +262,17 @@ class Sidecar:
             self._gate_pid = os.getpid()
         return self._gate_fd
 
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query inside sees the same committed state."""
+        with self.lock:
+            conn = self.conn
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
     def _enter_gate(self, gate: int) -> None:
         """Take the write gate, waiting at most ``busy_timeout`` (``LockTimeout``).
 
@@ -526,23 +537,17 @@ class Sidecar:
         )
         return (rows[0][0], rows[0][1]) if rows else None
 
-    def bodies_timed_out(self, statuses: Sequence[JobStatus], before_us: int) -> list[bytes]:
+    def bodies_before(
+        self, column: str, statuses: Sequence[JobStatus], before_us: int
+    ) -> list[bytes]:
+        """Bodies of jobs in ``statuses`` whose ``column`` (timeout_us, finished_us) is
+        before ``before_us``, in find order."""
+        assert column in ("timeout_us", "finished_us")
         marks = ", ".join("?" * len(statuses))
         return [
             r[0]
             for r in self._all(
-                f"SELECT body FROM jobs WHERE status IN ({marks}) AND timeout_us < ?"
-                " ORDER BY created_us, id",
-                [*(s.value for s in statuses), before_us],
-            )
-        ]
-
-    def bodies_finished(self, statuses: Sequence[JobStatus], before_us: int) -> list[bytes]:
-        marks = ", ".join("?" * len(statuses))
-        return [
-            r[0]
-            for r in self._all(
-                f"SELECT body FROM jobs WHERE status IN ({marks}) AND finished_us < ?"
+                f"SELECT body FROM jobs WHERE status IN ({marks}) AND {column} < ?"
                 " ORDER BY created_us, id",
                 [*(s.value for s in statuses), before_us],
             )

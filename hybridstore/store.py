@@ -372,6 +372,22 @@ class JobStore:
 
     # -- repair -------------------------------------------------------------------------------
 
+    def _copies(self, job_id: str) -> tuple[list[tuple[JobFile, Path]], list[tuple[Path, str]]]:
+        """Every copy of a job on disk: the valid ones by ascending version (normally one),
+        and the invalid ones with the reason."""
+        copies: list[tuple[JobFile, Path]] = []
+        invalid: list[tuple[Path, str]] = []
+        for status in self.layout.locate(job_id):
+            path = self.layout.job_path(status, job_id)
+            try:
+                copies.append((self._read(job_id, status), path))
+            except FileNotFoundError:
+                continue
+            except CorruptJobFile as exc:
+                invalid.append((path, exc.reason))
+        copies.sort(key=lambda c: c[0].job.version)
+        return copies, invalid
+
     def _repair_locked(
         self, job_id: str, *, quarantine_invalid: bool = False
     ) -> tuple[list[str], list[Path]]:
@@ -384,23 +400,14 @@ class JobStore:
         """
         actions: list[str] = []
         quarantined: list[Path] = []
-        copies: list[tuple[JobFile, Path]] = []
-        for status in self.layout.locate(job_id):
-            path = self.layout.job_path(status, job_id)
-            try:
-                found = self._read(job_id, status)
-            except FileNotFoundError:
-                continue
-            except CorruptJobFile as exc:
-                if quarantine_invalid:
-                    quarantined.append(self.layout.quarantine_file(path, exc.reason))
-                    actions.append(f"quarantined {path}: {exc.reason}")
-                continue
-            copies.append((found, path))
+        copies, invalid = self._copies(job_id)
+        for path, reason in invalid:
+            if quarantine_invalid:
+                quarantined.append(self.layout.quarantine_file(path, reason))
+                actions.append(f"quarantined {path}: {reason}")
         for temp in self.layout.temp_files(job_id):
             temp.unlink(missing_ok=True)
             actions.append(f"removed temp file {temp}")
-        copies.sort(key=lambda c: c[0].job.version)
         winner = copies.pop()[0] if copies else None
         for older, path in copies:
             reason = f"older copy (version {older.job.version}) of a job found in two directories"
@@ -559,19 +566,23 @@ class JobStore:
         """Pending or processing jobs whose ``timeout_at`` is before ``now``."""
         self._ready()
         cutoff = to_us(resolve_now(now))
-        return self._parse_bodies(self._sidecar.bodies_timed_out(sorted(ACTIVE_STATUSES), cutoff))
+        return self._parse_bodies(
+            self._sidecar.bodies_before("timeout_us", sorted(ACTIVE_STATUSES), cutoff)
+        )
 
     def old_jobs(self, days_old: float = 7, now: datetime | None = None) -> list[RemoteJob]:
         """Terminal jobs finished before ``now - days_old`` (finished = ``completed_at``,
         else the time of the job's last write)."""
         self._ready()
         cutoff = to_us(resolve_now(now) - timedelta(days=days_old))
-        return self._parse_bodies(self._sidecar.bodies_finished(sorted(TERMINAL_STATUSES), cutoff))
+        return self._parse_bodies(
+            self._sidecar.bodies_before("finished_us", sorted(TERMINAL_STATUSES), cutoff)
+        )
 
     def statistics(self) -> dict[str, Any]:
         """Counts by status (all six), content type and worker; total; size of bodies."""
         self._ready()
-        with self._sidecar.lock:
+        with self._sidecar.snapshot():
             total, size = self._sidecar.totals()
             by_status = self._sidecar.grouped_counts("status")
             return {
@@ -845,33 +856,21 @@ class JobStore:
 
     def _check_locked(self, job_id: str) -> list[Problem]:
         """The drift of one job, judged while holding its lock."""
-        problems: list[Problem] = []
-        copies: list[tuple[RemoteJob, bytes, JobStatus, Path]] = []
-        for status in self.layout.locate(job_id):
-            path = self.layout.job_path(status, job_id)
-            try:
-                job, data, _ = self._read(job_id, status)
-            except FileNotFoundError:
-                continue
-            except CorruptJobFile as exc:
-                problems.append(Problem("unreadable", str(path), exc.reason, job_id))
-                continue
-            copies.append((job, data, status, path))
+        copies, invalid = self._copies(job_id)
+        problems = [Problem("unreadable", str(path), reason, job_id) for path, reason in invalid]
         if self._sidecar.state(job_id)[1]:
             problems.append(
                 Problem("intent", str(self._sidecar.path), "a write did not finish", job_id)
             )
-        copies.sort(key=lambda c: c[0].version)
-        for job, _, _, path in copies[:-1]:
-            problems.append(
-                Problem("duplicate", str(path), f"older copy (version {job.version})", job_id)
-            )
+        for older, path in copies[:-1]:
+            reason = f"older copy (version {older.job.version})"
+            problems.append(Problem("duplicate", str(path), reason, job_id))
         row = self._sidecar.row(job_id)
         if copies:
-            job, data, status, path = copies[-1]
+            newest, path = copies[-1]
             if row is None:
                 problems.append(Problem("missing", str(path), "file has no index row", job_id))
-            elif not row_matches(row, job, data):
+            elif not row_matches(row, newest.job, newest.data):
                 problems.append(
                     Problem("stale", str(path), "index row differs from the file", job_id)
                 )
