@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The benchmarks at their CI smoke size: every benchmark of benchmarks/ on a 1,000-job store
+# (built fresh in a temporary directory, so the store builders are exercised too), with a few
+# rounds each. About 10 seconds; extra arguments go to pytest (e.g. --benchmark-json=out.json).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cache="$(mktemp -d "${TMPDIR:-/tmp}/hybridstore-bench-smoke.XXXXXX")"
+trap 'rm -rf "$cache"' EXIT
+
+HYBRIDSTORE_BENCH_CACHE="$cache" HYBRIDSTORE_BENCH_SIZES=1000 HYBRIDSTORE_BENCH_QUICK=1 \
+    python -m pytest benchmarks/ --benchmark-only --benchmark-max-time=0.05 \
+    --benchmark-min-rounds=3 -p no:cacheprovider -q "$@"
