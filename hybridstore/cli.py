@@ -441,6 +441,8 @@ def _db_report(status: Any, as_json: bool) -> None:
     else:
         for name in status.created:
             click.echo(f"created {safe(name)}")
+        for name in status.adopted:
+            click.echo(f"adopted {safe(name)}")
         for name in status.applied:
             click.echo(f"applied {safe(name)}")
         click.echo(safe(status.describe()))

@@ -4,7 +4,9 @@ and ``hybridstore db create-migration``.
 Every function takes a DSN or ``postgresql://`` URL (its ``options=-csearch_path=...``
 selects the schema), works on one direct connection (no pool), and returns a ``DbStatus``.
 Connection failures raise ``BackendUnavailable``, a schema newer than this code
-``SchemaError`` (except ``check_db``, which reports it).
+``SchemaError`` (except ``check_db``, which reports it), as does a ``remote_jobs`` table that
+is neither hybridstore's nor the older design's. ``init_db`` and ``migrate_db`` adopt the
+older design's table (``hybridstore.pgadopt``) and list what that did in ``adopted``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import BackendUnavailable, InvalidArgument
 from .migrations import Migration, load_migrations
+from .pgadopt import find_older_table
 from .postgres import apply_migrations, connect, describe_dsn, schema_state
 
 if TYPE_CHECKING:
@@ -50,6 +53,8 @@ class DbStatus:
     jobs: int | None = None  # rows in remote_jobs, None when the table does not exist
     applied: list[str] = field(default_factory=list)  # migrations this call applied
     created: list[str] = field(default_factory=list)  # database/schema this call created
+    # what this call did to adopt the older design's tables (see hybridstore.pgadopt)
+    adopted: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -86,6 +91,9 @@ def _status(conn: Connection, dsn: str, **changes: Any) -> DbStatus:
     ).fetchone()
     jobs = None
     if exists and exists[0]:
+        if version == 0:
+            # SchemaError now, not at `db migrate`, when it is not a table we can adopt.
+            find_older_table(conn, schema)
         counted = conn.execute("SELECT count(*) FROM remote_jobs").fetchone()
         jobs = int(counted[0]) if counted else 0
     server = conn.execute("SHOW server_version").fetchone()
@@ -107,8 +115,9 @@ def _names(applied: list[Migration]) -> list[str]:
 def migrate_db(dsn: str) -> DbStatus:
     """Apply the pending migrations (what ``PostgresJobRepository`` does on opening)."""
     with connect(dsn) as conn:
-        applied = apply_migrations(conn)
-        return _status(conn, dsn, applied=_names(applied))
+        adopted: list[str] = []
+        applied = apply_migrations(conn, adopted=adopted)
+        return _status(conn, dsn, applied=_names(applied), adopted=adopted)
 
 
 def init_db(dsn: str) -> DbStatus:
@@ -143,8 +152,9 @@ def init_db(dsn: str) -> DbStatus:
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(wanted.group(1)))
             )
             created.append(f"schema {wanted.group(1)}")
-        applied = apply_migrations(conn)
-        return _status(conn, dsn, applied=_names(applied), created=created)
+        adopted: list[str] = []
+        applied = apply_migrations(conn, adopted=adopted)
+        return _status(conn, dsn, applied=_names(applied), created=created, adopted=adopted)
 
 
 def reset_db(dsn: str) -> DbStatus:
