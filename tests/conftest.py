@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import re
+import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,11 +13,24 @@ from typing import Any
 import pytest
 
 from hybridstore import JobStore, RemoteJob
+from hybridstore.migrations import load_migrations
 
 pytest_plugins = ["tests.postgres_support"]
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 _counter = itertools.count()
+
+
+def downgrade_sidecar(path: Path, version: int) -> None:
+    """Make a sidecar look as if only migrations 1..``version`` had been applied: drop
+    what the later ones created and forget them in schema_migrations."""
+    conn = sqlite3.connect(path)
+    for migration in reversed(load_migrations("sidecar")[version:]):
+        for kind, name in re.findall(r"CREATE (TABLE|INDEX|TRIGGER) (\w+)", migration.sql):
+            conn.execute(f"DROP {kind} IF EXISTS {name}")
+        conn.execute("DELETE FROM schema_migrations WHERE version = ?", (migration.version,))
+    conn.commit()
+    conn.close()
 
 
 @pytest.fixture

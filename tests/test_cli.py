@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from hybridstore import JobStatus, JobStore
 from hybridstore.cli import cli
-from tests.conftest import T0, new_job
+from tests.conftest import T0, downgrade_sidecar, new_job
 
 
 def run(data_dir: Path, *args: str) -> tuple[int, str, str]:
@@ -106,18 +106,13 @@ def test_expire_and_cleanup(filled: Path) -> None:
 
 
 def test_migrate_applies_what_is_pending(data_dir: Path) -> None:
-    import sqlite3
-
     assert run(data_dir, "init")[0] == 0
     code, out, _ = run(data_dir, "migrate")
-    assert code == 0 and out == "sidecar schema is at version 3\n"
-    conn = sqlite3.connect(data_dir / "hybridstore.sqlite3")
-    conn.execute("DROP TABLE meta")
-    conn.execute("DELETE FROM schema_migrations WHERE version = 3")
-    conn.commit()
-    conn.close()
+    assert code == 0 and out == "sidecar schema is at version 4\n"
+    downgrade_sidecar(data_dir / "hybridstore.sqlite3", 2)
     code, out, _ = run(data_dir, "migrate")
-    assert code == 0 and out == "applied 0003_meta\nsidecar schema is at version 3\n"
+    assert code == 0
+    assert out == "applied 0003_meta\napplied 0004_job_counts\nsidecar schema is at version 4\n"
 
 
 @pytest.mark.parametrize(

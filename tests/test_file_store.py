@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from hybridstore import CorruptJobFile, JobStatus, JobStore, RemoteJob
+from hybridstore.migrations import load_migrations
 from hybridstore.sidecar import SIDECAR_NAME
-from tests.conftest import T0, new_job
+from tests.conftest import T0, downgrade_sidecar, new_job
 
 
 def job_files(data_dir: Path) -> list[str]:
@@ -84,15 +85,12 @@ def test_a_garbage_sidecar_is_moved_aside_and_rebuilt(data_dir: Path) -> None:
 def test_a_sidecar_of_an_older_schema_is_migrated(data_dir: Path) -> None:
     with JobStore(data_dir) as store:
         stored = store.add(new_job())
-    conn = sqlite3.connect(data_dir / SIDECAR_NAME)
-    conn.execute("DROP TABLE intents")
-    conn.execute("DROP TABLE meta")
-    conn.execute("DELETE FROM schema_migrations WHERE version > 1")
-    conn.commit()
-    conn.close()
+    downgrade_sidecar(data_dir / SIDECAR_NAME, 1)
+    latest = len(load_migrations("sidecar"))
     with JobStore(data_dir) as store:
-        assert [m.version for m in store.migrations_applied] == [2, 3]
-        assert store.schema_version == 3
+        assert [m.version for m in store.migrations_applied] == list(range(2, latest + 1))
+        assert store.schema_version == latest
+        assert store.count() == 1 and store.statistics()["total_jobs"] == 1
         assert store.get(stored.id) == stored
         assert store.claim_next("w") is not None
 

@@ -18,6 +18,7 @@ import pytest
 from hybridstore import JobStore, SchemaError
 from hybridstore.migrations import load_migrations
 from hybridstore.sidecar import SIDECAR_NAME
+from tests.conftest import downgrade_sidecar
 
 from ._support import assert_consistent, make_job, snapshot
 
@@ -131,10 +132,8 @@ def test_older_schema_is_migrated_and_rebuilt_from_the_files(data_dir: Path) -> 
     and re-derives the rows from the files (the contract: rebuilt when of an older
     schema), so nothing written after the old index is missing."""
     expected = _filled(data_dir)
+    downgrade_sidecar(_sidecar(data_dir), 1)
     conn = sqlite3.connect(_sidecar(data_dir))
-    conn.execute("DROP TABLE intents")
-    conn.execute("DROP TABLE meta")
-    conn.execute("DELETE FROM schema_migrations WHERE version > 1")
     conn.execute("DELETE FROM jobs WHERE id IN ('s002', 's003')")  # rows it never had
     conn.execute("UPDATE jobs SET status = 'pending', version = 0 WHERE id = 's000'")
     conn.commit()
