@@ -522,13 +522,15 @@ class PostgresJobRepository:
         with self._cursor(job.id) as cur:
             if expected_version is None:
                 row = cur.execute(_UPSERT, _params(job, 1)).fetchone()
-            elif expected_version == 0:
-                row = cur.execute(_ADD, _params(job, 1)).fetchone()
             else:
-                row = cur.execute(
-                    _UPDATE_IF_VERSION,
-                    [*_update_params(job, expected_version + 1), expected_version],
-                ).fetchone()
+                row = None
+                if expected_version == 0:  # "must not exist yet"...
+                    row = cur.execute(_ADD, _params(job, 1)).fetchone()
+                if row is None:  # ... or exist at version 0 (copied from the older design)
+                    row = cur.execute(
+                        _UPDATE_IF_VERSION,
+                        [*_update_params(job, expected_version + 1), expected_version],
+                    ).fetchone()
             if row is None:
                 found = cur.execute(
                     "SELECT version FROM remote_jobs WHERE id = %s", (job.id,)
