@@ -18,6 +18,7 @@ Set queries are answered from the bodies copied into the sidecar; point reads re
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import random
 import sqlite3
@@ -78,6 +79,9 @@ TEMP_MAX_AGE = 15 * 60
 CLAIM_BATCH = 16
 
 ProgressCallback = Callable[[int, int], None]
+
+
+_STATUSES = {status.value: status for status in JobStatus}
 
 
 def _now_us() -> int:
@@ -506,8 +510,15 @@ class JobStore:
         self._ready()
         status, intent = self._sidecar.state(job_id)
         if status is not None and not intent:
+            where = _STATUSES[status]
             try:
-                return self._read(job_id, JobStatus(status))[0]
+                return read_job_file(
+                    self.layout.job_file(where, job_id),
+                    self.max_job_bytes,
+                    job_id,
+                    where,
+                    strict=False,
+                ).job
             except FileNotFoundError:
                 pass  # moved by a concurrent write, or gone: look everywhere
         # No row, or a write in flight or interrupted (its copies may be in two places):
@@ -522,7 +533,15 @@ class JobStore:
 
     @staticmethod
     def _parse_bodies(bodies: list[bytes]) -> list[RemoteJob]:
-        return [RemoteJob.from_json(body) for body in bodies]
+        # Tens of thousands of new objects would set off the cyclic garbage collector again
+        # and again, for nothing: none of them is garbage yet.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return [RemoteJob.from_json(body) for body in bodies]
+        finally:
+            if collecting:
+                gc.enable()
 
     def find(
         self,
