@@ -5,9 +5,18 @@
     python scripts/bench_report.py benchmarks/results.json
 
 Writes the report (machine, date, medians, ratios, the targets of issues 2, 3 and 6 with
-met / not met) and ``benchmarks/bench_chart.png`` (cost per operation against store size,
-log scales, one line per implementation). The hand-written ``benchmarks/analysis.md``, if
-present, is included as the report's analysis section.
+met / not met, the file store against PostgreSQL) and ``benchmarks/bench_chart.png`` (cost
+per operation against store size, log scales, one line per implementation). The
+hand-written ``benchmarks/analysis.md``, if present, is included as the report's analysis
+section.
+
+Several JSON files may be given, to merge a run of part of the suite into a full run:
+
+    python scripts/bench_report.py benchmarks/results.json benchmarks/results-backends.json
+
+The first file is the main run (its machine and settings head the report). For each
+operation, implementation and store size the figure of the newest run (by its date) is
+used, so an older partial file can never hide a newer full run's figure.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import math
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +67,7 @@ IMPL_LABEL = {
     "limit": "machine limit",
     "legacy": "older JSON-index design",
     "limit-derived": "limit: read+parse the returned files",
+    "postgres": "PostgreSQL",
 }
 IMPL_STYLE = {
     "hybridstore": {"color": "#1f77b4", "marker": "o", "linestyle": "-"},
@@ -67,6 +77,18 @@ IMPL_STYLE = {
     "limit-derived": {"color": "#7f7f7f", "marker": "", "linestyle": ":"},
 }
 SMALL, MID, BIG = 1_000, 20_000, 100_000
+
+# benchmarks/test_backends.py: the same calls on JobStore (durable) and PostgreSQL.
+# (op, label, kind) as in OPS; their impls are "hybridstore" and "postgres".
+BACKEND_OPS: list[tuple[str, str, str]] = [
+    ("backend_add", "durable add", "write"),
+    ("backend_get", "get", "point"),
+    ("backend_find_status_100", "find(status=pending, limit=100)", "page"),
+    ("backend_find_content_type_all", "find(content_type=audio), no limit", "set"),
+    ("backend_claim_4p", "claim_next, 4 processes (per claim, wall clock)", "claim"),
+]
+# Within this factor of each other, neither backend is called faster.
+EVEN = 1.10
 
 
 @dataclass
@@ -79,6 +101,7 @@ class Result:
     rounds: int
     returned: int | None
     extra: dict[str, Any]
+    run: int = 0  # index of the JSON file it came from (merge_runs)
 
     @property
     def cost(self) -> float:
@@ -89,6 +112,7 @@ class Result:
 class Results:
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = data
+        self.runs: list[dict[str, Any]] = data.get("hybridstore_runs") or []
         self.by_key: dict[tuple[str, str, int], Result] = {}
         for bench in data["benchmarks"]:
             info = bench.get("extra_info") or {}
@@ -98,7 +122,7 @@ class Results:
                 op=info["op"], impl=info["impl"], size=int(info["size"]),
                 median=float(bench["stats"]["median"]), ops=int(info.get("ops_per_round", 1)),
                 rounds=int(bench["stats"]["rounds"]), returned=info.get("returned"),
-                extra=info,
+                extra=info, run=int(bench.get("hybridstore_run", 0)),
             )
             self.by_key[(result.op, result.impl, result.size)] = result
         self.sizes = sorted({k[2] for k in self.by_key})
@@ -140,6 +164,68 @@ class Results:
         """older design ÷ hybridstore (cost)."""
         old, mine = self.cost(op, "legacy", size), self.cost(op, "hybridstore", size)
         return old / mine if old and mine else None
+
+
+# -- merging runs -------------------------------------------------------------------------
+
+
+def _run_time(data: dict[str, Any]) -> datetime:
+    try:
+        when = datetime.fromisoformat(str(data.get("datetime", "")))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _display_path(path: Path) -> str:
+    with contextlib.suppress(ValueError):
+        return str(path.resolve().relative_to(REPO))
+    return str(path)
+
+
+def merge_runs(runs: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """One report's data from several pytest-benchmark JSON files.
+
+    The first is the main run: its machine, settings and metadata head the report. For each
+    (operation, implementation, size) the newest run's result is kept (the later file on a
+    tie). Each kept benchmark is tagged with the index of its run (``hybridstore_run``), and
+    ``hybridstore_runs`` describes every run and how many of its results were used.
+    """
+    chosen: dict[tuple[str, str, int], tuple[datetime, int, dict[str, Any]]] = {}
+    for index, (_, data) in enumerate(runs):
+        when = _run_time(data)
+        for bench in data.get("benchmarks", []):
+            info = bench.get("extra_info") or {}
+            if "op" not in info:
+                continue
+            key = (info["op"], info["impl"], int(info["size"]))
+            if key not in chosen or when >= chosen[key][0]:
+                chosen[key] = (when, index, bench)
+    described = []
+    for index, (name, data) in enumerate(runs):
+        bench_meta = data.get("hybridstore_bench", {})
+        used = [key for key, (_, i, _) in chosen.items() if i == index]
+        described.append({
+            "file": name,
+            "datetime": data.get("datetime", ""),
+            "commit": bench_meta.get("git_commit") or (data.get("commit_info") or {}).get("id"),
+            "uncommitted": bench_meta.get("hybridstore_uncommitted_changes") or [],
+            "source_digest": bench_meta.get("hybridstore_source_digest"),
+            "sizes": bench_meta.get("sizes", []),
+            "quick": bench_meta.get("quick", False),
+            "loadavg_at_start": data.get("machine_info", {}).get("loadavg_at_start"),
+            "loadavg_at_end": data.get("machine_info", {}).get("loadavg_at_end"),
+            "run_seconds": data.get("machine_info", {}).get("run_seconds"),
+            "results": len([b for b in data.get("benchmarks", [])
+                            if "op" in (b.get("extra_info") or {})]),
+            "used": len(used),
+            "ops": sorted({key[0] for key in used}),
+        })
+    merged = dict(runs[0][1])
+    merged["benchmarks"] = [{**bench, "hybridstore_run": index}
+                            for _, index, bench in chosen.values()]
+    merged["hybridstore_runs"] = described
+    return merged
 
 
 # -- formatting ---------------------------------------------------------------------------
@@ -327,7 +413,32 @@ def machine_section(data: dict[str, Any]) -> str:
         ["duration of the run", f"{info.get('run_seconds', '?')} s"
                                 + (" (smoke mode)" if bench.get("quick") else "")],
     ]
+    runs = data.get("hybridstore_runs") or []
+    if len(runs) > 1:
+        main = runs[0]
+        rows.append(["results of this run", f"{main['used']} of {main['results']}"
+                     f" (`{main['file']}`)"])
+        for run in runs[1:]:
+            if run["used"]:
+                rows.append(["merged in", merged_run_note(run)])
     return table(["", ""], rows, "ll")
+
+
+def merged_run_note(run: dict[str, Any]) -> str:
+    """One line about a run merged into the main one: what it gave, when, on which code."""
+    when = run["datetime"]
+    with contextlib.suppress(ValueError):
+        when = datetime.fromisoformat(when).strftime("%Y-%m-%d %H:%M UTC")
+    ops = ", ".join(f"`{op}`" for op in run["ops"])
+    code = f"commit `{str(run['commit'] or '?')[:12]}`"
+    if run["uncommitted"]:
+        code += " plus uncommitted changes to " + ", ".join(f"`{f}`" for f in run["uncommitted"])
+    if run["source_digest"]:
+        code += f", sources digest `{run['source_digest']}`"
+    return (f"`{run['file']}`: {run['used']} results ({ops}) at"
+            f" {', '.join(fmt_size(s) for s in run['sizes'])} jobs, from a run of {when}"
+            f" ({run['run_seconds']} s{', smoke mode' if run['quick'] else ''}; load average"
+            f" {run['loadavg_at_start']} / {run['loadavg_at_end']}) on {code}")
 
 
 def medians_section(r: Results) -> str:
@@ -406,6 +517,108 @@ def claims_section(r: Results) -> str:
     return table(header, rows, "ll" + "r" * len(r.sizes))
 
 
+def _faster(ratio: float | None) -> str:
+    """Which backend is faster, from PostgreSQL ÷ file store."""
+    if ratio is None:
+        return "—"
+    if ratio > EVEN:
+        return f"file store, {fmt_ratio(ratio)}"
+    if ratio < 1 / EVEN:
+        return f"PostgreSQL, {fmt_ratio(1 / ratio)}"
+    return "about even"
+
+
+def _server_note(extra: dict[str, Any]) -> str:
+    settings = extra.get("pg_settings") or {}
+    shown = ", ".join(f"`{name}={value}`" for name, value in settings.items())
+    server = str(extra.get("pg_server", "?"))
+    local = any(f"@{host}" in server for host in ("127.", "localhost", "[::1]", "::1"))
+    where = (" on this machine (TCP over loopback): both backends share its CPU cores and"
+             " its disk" if local else "")
+    return (f"PostgreSQL {extra.get('pg_version', '?')} at `{server}`{where}"
+            + (f"; {shown}" if shown else "") + ".")
+
+
+def backends_section(r: Results, analysis_has_reading: bool = False) -> str:
+    labels = {op: label for op, label, _ in BACKEND_OPS}
+    pg_results = [res for (op, impl, _), res in r.by_key.items()
+                  if op in labels and impl == "postgres"]
+    if not pg_results:
+        return ("Not measured in this run: `benchmarks/test_backends.py` skips its PostgreSQL"
+                " side when the server cannot be reached (`HYBRIDSTORE_BENCH_REQUIRE_PG=1`"
+                " turns that into a failure).")
+    sizes = sorted({res.size for res in pg_results})
+    run_note = ""
+    runs = r.runs
+    if len(runs) > 1 and pg_results[0].run > 0:
+        run = runs[pg_results[0].run]
+        run_note = (f" These figures come from `{run['file']}`, a separate run merged into the"
+                    " main one (see Machine).")
+    intro = (
+        "The same repository calls on `JobStore` (the file store, durable) and"
+        " `PostgresJobRepository`, on the same population, each operation at each size on both"
+        " backends back to back (`benchmarks/test_backends.py`). "
+        + _server_note(pg_results[0].extra) + run_note
+        + " Costs are medians per operation; the ratio is PostgreSQL's cost ÷ the file"
+        " store's, so above 1 the file store is faster."
+    )
+    header = ["operation", "jobs", "file store", "PostgreSQL", "PostgreSQL ÷ file store",
+              "faster"]
+    rows = []
+    spans: dict[str, list[float]] = {}
+    for op, label, kind in BACKEND_OPS:
+        for size in sizes:
+            mine, theirs = r.get(op, "hybridstore", size), r.get(op, "postgres", size)
+            if mine is None and theirs is None:
+                continue
+            ratio = theirs.cost / mine.cost if mine and theirs else None
+            if ratio is not None:
+                spans.setdefault(op, []).append(ratio)
+            jobs = fmt_size(size)
+            returned = next((res.returned for res in (mine, theirs) if res), None)
+            if kind == "set" and returned:
+                jobs += f" ({returned:,} returned)"
+            rows.append([label, jobs, _backend_cell(mine, kind), _backend_cell(theirs, kind),
+                         fmt_ratio(ratio), _faster(ratio)])
+    verdicts: dict[str, list[str]] = {"file store": [], "PostgreSQL": [], "even": []}
+    for op, ratios in spans.items():
+        low, high = min(ratios), max(ratios)
+        if low > EVEN:
+            verdicts["file store"].append(f"{labels[op]} ({_span(low, high)})")
+        elif high < 1 / EVEN:
+            verdicts["PostgreSQL"].append(f"{labels[op]} ({_span(1 / high, 1 / low)})")
+        else:
+            verdicts["even"].append(f"{labels[op]} ({_span(low, high)} PostgreSQL ÷ file"
+                                    " store)")
+    summary = []
+    if verdicts["file store"]:
+        summary.append("- **The file store is faster** at every size measured for: "
+                       + "; ".join(verdicts["file store"]) + ".")
+    if verdicts["PostgreSQL"]:
+        summary.append("- **PostgreSQL is faster** at every size measured for: "
+                       + "; ".join(verdicts["PostgreSQL"]) + ".")
+    if verdicts["even"]:
+        summary.append("- **Neither consistently** (within 10 %, or the lead changes with"
+                       " size): " + "; ".join(verdicts["even"]) + ".")
+    if analysis_has_reading:
+        summary.append("- What this means for choosing a backend: see *File store vs"
+                       " PostgreSQL* in the analysis below.")
+    return "\n\n".join([intro, table(header, rows, "llrrrl"), "\n".join(summary)])
+
+
+def _backend_cell(res: Result | None, kind: str) -> str:
+    if res is None:
+        return "—"
+    if kind == "claim":
+        return f"{fmt_time(res.cost)} ({1 / res.cost:,.0f} claims/s)"
+    return fmt_time(res.cost)
+
+
+def _span(low: float, high: float) -> str:
+    return fmt_ratio(low) if fmt_ratio(low) == fmt_ratio(high) else (
+        f"{fmt_ratio(low).rstrip('×')}–{fmt_ratio(high)}")
+
+
 def targets_section(found: list[Target]) -> str:
     def verdict(t: Target) -> str:
         return {True: "**met**", False: "**not met**", None: "not measured"}[t.met]
@@ -424,6 +637,8 @@ def chart(r: Results, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     ops = [op for op, _, kind in OPS if kind != "ref" and r.impls(op)]
+    if not ops:
+        return
     cols = 4
     rows = math.ceil(len(ops) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 4.2, rows * 3.3), squeeze=False)
@@ -486,6 +701,7 @@ def chart(r: Results, path: Path) -> None:
 def report(data: dict[str, Any], chart_name: str, analysis: str | None) -> str:
     r = Results(data)
     found = targets(r)
+    merged = len([run for run in r.runs if run["used"]]) > 1
     parts = [
         "# hybridstore benchmarks",
         "",
@@ -494,15 +710,26 @@ def report(data: dict[str, Any], chart_name: str, analysis: str | None) -> str:
         "",
         "Figures from one run of `pytest benchmarks/` on the machine below: hybridstore against",
         "the machine's limit for the same work, the older JSON-index design it replaces, and",
-        "itself with `durable=False`. Costs are medians per operation (claims: wall-clock time",
-        "per claim, i.e. 1 ÷ throughput).",
+        "itself with `durable=False`; and the file store against the PostgreSQL backend. Costs",
+        "are medians per operation (claims: wall-clock time per claim, i.e. 1 ÷ throughput).",
+        *(["Some figures come from a later run of part of the suite, merged in: see Machine."]
+          if merged else []),
         "",
         "## How to run",
         "",
         "```sh",
-        "# the full suite (about 6 minutes on 2 cores, plus about 1 minute to build the stores)",
-        "pytest benchmarks/ --benchmark-only --benchmark-json=benchmarks/results.json",
-        "python scripts/bench_report.py benchmarks/results.json   # this page and the chart",
+        "# the full suite, PostgreSQL comparison included, then this page and the chart: one"
+        " command",
+        "# (about 8 minutes on 2 cores, plus about 1 minute to build the stores)",
+        "HYBRIDSTORE_BENCH_REQUIRE_PG=1 pytest benchmarks/ --benchmark-only \\",
+        "    --benchmark-json=benchmarks/results.json \\",
+        "  && python scripts/bench_report.py benchmarks/results.json",
+        "",
+        "# one part again, merged over the full run (per operation, implementation and size the",
+        "# newest run's figure is used, so a stale partial file cannot hide a newer full run)",
+        "HYBRIDSTORE_BENCH_SIZES=1000,10000 pytest benchmarks/test_backends.py --benchmark-only \\",
+        "    --benchmark-json=benchmarks/results-backends.json",
+        "python scripts/bench_report.py benchmarks/results.json benchmarks/results-backends.json",
         "",
         "# the CI smoke size (1,000 jobs in a fresh temporary cache, a few rounds each)",
         "bash scripts/bench_smoke.sh",
@@ -513,7 +740,14 @@ def report(data: dict[str, Any], chart_name: str, analysis: str | None) -> str:
         " cached in `HYBRIDSTORE_BENCH_CACHE` (default `/var/tmp/hybridstore-bench`, outside the"
         " repository; inside it, use the gitignored `.benchmarks-data/`); delete it to rebuild."
         " The figures below and the chart come from `benchmarks/results.json` (per-round"
-        " timings dropped).",
+        " timings dropped), and from the files merged into it, if any (see Machine).",
+        "",
+        "The PostgreSQL comparison (`benchmarks/test_backends.py`) uses the server at"
+        " `HYBRIDSTORE_BENCH_PG_DSN`, else `HYBRIDSTORE_TEST_PG_DSN`, else"
+        " `postgresql://postgres@127.0.0.1:5432/test`, in one schema per size named after the run"
+        " (`hs_bench_<run>_<size>`), dropped at the end. Without a server it skips;"
+        " `HYBRIDSTORE_BENCH_REQUIRE_PG=1` makes that a failure, so a full run cannot silently"
+        " lose the comparison.",
         "",
         "## Machine",
         "",
@@ -545,6 +779,10 @@ def report(data: dict[str, Any], chart_name: str, analysis: str | None) -> str:
         "",
         claims_section(r),
         "",
+        "## File store vs PostgreSQL",
+        "",
+        backends_section(r, bool(analysis and "File store vs PostgreSQL" in analysis)),
+        "",
     ]
     if analysis:
         parts += ["## Analysis", "", analysis.strip(), ""]
@@ -566,6 +804,12 @@ def report(data: dict[str, Any], chart_name: str, analysis: str | None) -> str:
         " re-implementation of the store hybridstore replaces.",
         "- **claims**: real processes forked once, released together by a barrier each round;"
         " each claims its quota; the timed call is the whole round.",
+        "- **file store vs PostgreSQL** (`benchmarks/test_backends.py`): `JobStore` (durable) on"
+        " the suite's stores, `PostgresJobRepository` on a schema per size loaded with the same"
+        " generated jobs (`import_jobs`), then `VACUUM (ANALYZE)`. Reads run first, on the"
+        " unchanged population (both backends must return the same jobs); then adds, then"
+        " claims (4 processes, each with its own repository; the claimed jobs are put back"
+        " between rounds, untimed). Every write round starts with an untimed `os.sync()`.",
         "",
     ]
     return "\n".join(parts)
@@ -573,13 +817,17 @@ def report(data: dict[str, Any], chart_name: str, analysis: str | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("json", type=Path, help="pytest-benchmark JSON (--benchmark-json)")
+    parser.add_argument("json", type=Path, nargs="+",
+                        help="pytest-benchmark JSON (--benchmark-json); several are merged:"
+                             " the first is the main run, and per operation, implementation"
+                             " and size the newest run's figure is used")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "README.md")
     parser.add_argument("--chart", type=Path, default=None,
                         help="PNG path (default: bench_chart.png next to --out)")
     parser.add_argument("--analysis", type=Path, default=REPO / "benchmarks" / "analysis.md")
     args = parser.parse_args(argv)
-    data = json.loads(args.json.read_text())
+    data = merge_runs([(_display_path(path), json.loads(path.read_text()))
+                       for path in args.json])
     chart_path = args.chart or args.out.with_name("bench_chart.png")
     analysis = args.analysis.read_text() if args.analysis.exists() else None
     chart(Results(data), chart_path)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The benchmarks at their CI smoke size: every benchmark of benchmarks/ on a 1,000-job store
 # (built fresh in a temporary directory, so the store builders are exercised too), with a few
-# rounds each. About 10 seconds; extra arguments go to pytest (e.g. --benchmark-json=out.json).
+# rounds each; the file store vs PostgreSQL comparison runs when the server answers
+# (HYBRIDSTORE_BENCH_PG_DSN, see benchmarks/test_backends.py) and skips otherwise. About
+# 10–15 seconds; extra arguments go to pytest (e.g. --benchmark-json=out.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
