@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import click
 
-from .config import is_database_url, open_repository, resolve_target
+from .config import describe_target, is_database_url, open_repository, resolve_target
 from .errors import HybridStoreError
 from .logs import LEVELS, configure_logging
 from .model import JobStatus
@@ -77,7 +77,10 @@ class Context:
     def file_store(self, command: str, *, create: bool = False) -> Iterator[JobStore]:
         target = self.resolved()
         if is_database_url(target):
-            fail(f"'{command}' works on a data directory, not on {target.split('://')[0]}://")
+            fail(
+                f"'{command}' works on a data directory, not on a database"
+                " (for PostgreSQL: hybridstore db init|migrate|test --url URL)"
+            )
         if not create:
             require_store(target)
         store = JobStore(target)
@@ -247,7 +250,7 @@ def stats(context: Context, as_json: bool) -> None:
     if as_json:
         echo_json(statistics)
         return
-    click.echo(f"store: {safe(context.resolved())}")
+    click.echo(f"store: {safe(describe_target(context.resolved()))}")
     click.echo(f"total jobs: {statistics['total_jobs']}")
     click.echo(f"storage: {statistics['storage_size_mb']} MB")
     for title, key in (
@@ -532,7 +535,9 @@ def demo(context: Context, jobs: int, workers: int, fail_rate: float, as_json: b
     target = context.resolved()
     open_repository(target).close()  # create the store before the workers start
     if not as_json:
-        click.echo(f"demo: {jobs} jobs, {workers} worker processes, store {safe(target)}")
+        click.echo(
+            f"demo: {jobs} jobs, {workers} worker processes, store {safe(describe_target(target))}"
+        )
     with _progress(sys.stderr.isatty() and not as_json, "jobs finished") as progress:
         report = run_demo(
             target, jobs=jobs, workers=workers, fail_rate=fail_rate, progress=progress

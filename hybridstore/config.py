@@ -13,7 +13,13 @@ from .errors import BackendUnavailable
 if TYPE_CHECKING:
     from .repository import JobRepository
 
-__all__ = ["default_data_dir", "is_database_url", "open_repository", "resolve_target"]
+__all__ = [
+    "default_data_dir",
+    "describe_target",
+    "is_database_url",
+    "open_repository",
+    "resolve_target",
+]
 
 DEFAULT_DATA_DIR = Path("data") / "remote_jobs"
 # "host=db dbname=jobs ...": a libpq connection string, which must not become a directory.
@@ -77,3 +83,8 @@ def open_repository(target: str | os.PathLike[str] | None = None) -> JobReposito
     from .store import JobStore
 
     return JobStore(resolved)
+
+
+def describe_target(target: str) -> str:
+    """``target`` for display: a database URL without its password."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", target) if "://" in target else target

@@ -21,7 +21,9 @@ from .model import TERMINAL_STATUSES, RemoteJob
 
 __all__ = ["CONTENT_TYPES", "DemoReport", "run_demo"]
 
-CONTENT_TYPES = ("document", "audio", "video", "image")
+# The demo's own content types: its workers claim only these, so a store that also holds
+# real work can run the demo without the demo touching that work.
+CONTENT_TYPES = ("demo-document", "demo-audio", "demo-video", "demo-image")
 
 
 @dataclass
@@ -75,10 +77,11 @@ def _worker(
     with open_repository(target) as repo:
         start.wait()
         while True:
-            job = repo.claim_next(name, lease_seconds=lease_seconds)
+            job = repo.claim_next(name, content_types=CONTENT_TYPES, lease_seconds=lease_seconds)
             if job is None:
                 # Others may still fail jobs back to pending or leases may expire.
-                if repo.count(status=["pending", "processing"]) == 0:
+                active = repo.count(status=["pending", "processing"], content_type=CONTENT_TYPES)
+                if active == 0:
                     break
                 time.sleep(0.02)
                 continue

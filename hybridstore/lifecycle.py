@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
+
 from .errors import InvalidArgument, InvalidTransition, NotJobOwner
 from .model import JobStatus, RemoteJob
 
@@ -97,7 +99,13 @@ def complete(
     check_lease(job, worker_id, attempt, "complete")
     done = job.model_copy(update={"status": JobStatus.COMPLETED, "completed_at": now})
     # Assign through validation so a non-JSON result is refused like any other input.
-    done.result_data = result_data
+    try:
+        done.result_data = result_data
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"]
+        raise InvalidArgument(
+            f"job {job.id!r}: result_data must be a JSON object (a dict) or None: {reason}"
+        ) from None
     return done
 
 
@@ -106,6 +114,8 @@ def fail(
 ) -> RemoteJob:
     """processing → pending (retries remain, retry_count + 1) or failed."""
     check_lease(job, worker_id, attempt, "fail")
+    if not isinstance(error_message, str):
+        raise InvalidArgument(f"job {job.id!r}: error_message must be a string")
     return _retry_or(job, JobStatus.FAILED, now, error_message=error_message)
 
 

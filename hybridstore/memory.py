@@ -150,8 +150,8 @@ class MemoryJobRepository:
         return {
             "total_jobs": len(jobs),
             "status_counts": {s.value: sum(j.status is s for j in jobs) for s in JobStatus},
-            "content_type_counts": by_content,
-            "worker_counts": by_worker,
+            "content_type_counts": dict(sorted(by_content.items())),
+            "worker_counts": dict(sorted(by_worker.items())),
             "storage_size_mb": round(size / (1024 * 1024), 2),
         }
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import lifecycle, pgadopt
+from .config import describe_target
 from .errors import (
     BackendUnavailable,
     HybridStoreError,
@@ -154,7 +154,7 @@ def describe_dsn(dsn: str) -> str:
 
         info = conninfo_to_dict(dsn)
     except Exception:  # psycopg missing or an unparsable DSN: show it masked by hand
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
+        return describe_target(dsn)
     host = info.get("host") or info.get("hostaddr") or "localhost"
     where = f"{info.get('user') or ''}@{host}:{info.get('port') or 5432}/{info.get('dbname') or ''}"
     options = info.get("options")
@@ -697,8 +697,8 @@ class PostgresJobRepository:
         return {
             "total_jobs": total,
             "status_counts": {s.value: by_status.get(s.value, 0) for s in JobStatus},
-            "content_type_counts": by_content,
-            "worker_counts": by_worker,
+            "content_type_counts": dict(sorted(by_content.items())),
+            "worker_counts": dict(sorted(by_worker.items())),
             "storage_size_mb": round(int(size_row[0]) / (1024 * 1024), 2),
         }
 

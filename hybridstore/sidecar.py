@@ -608,7 +608,7 @@ class Sidecar:
         """Jobs per status, content type or worker (jobs without a worker left out)."""
         assert column in ("status", "content_type", "worker_id")
         where = " WHERE has_worker = 1" if column == "worker_id" else ""
-        sql = f"SELECT {column}, sum(jobs) FROM job_counts{where} GROUP BY 1"
+        sql = f"SELECT {column}, sum(jobs) FROM job_counts{where} GROUP BY 1 ORDER BY 1"
         return {str(k): int(n) for k, n in self._all(sql)}
 
     def totals(self) -> tuple[int, int]:

@@ -230,12 +230,29 @@ def test_an_unexpected_error_is_one_line(data_dir: Path, monkeypatch: pytest.Mon
     assert err == "error: unexpected RuntimeError: something nobody planned for\n"
 
 
-def test_demo_accepts_a_file_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_accepts_a_file_url_and_leaves_real_work_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     target = tmp_path / "via-url"
+    with JobStore(target) as store:
+        real = store.add(new_job(content_type="audio"))
     result = CliRunner().invoke(
         cli, ["--data-dir", f"file://{target}", "demo", "--jobs", "6", "--workers", "1", "--json"]
     )
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout)["statistics"]["total_jobs"] == 6
+    assert json.loads(result.stdout)["statistics"]["total_jobs"] == 7
     assert sorted(p.name for p in tmp_path.iterdir()) == ["via-url"]  # no stray "file:" dir
+    with JobStore(target) as store:
+        assert store.get(real.id) == real  # the demo's workers claim only demo jobs
+
+
+def test_passwords_are_never_shown() -> None:
+    from hybridstore.config import describe_target
+
+    shown = describe_target("postgresql://app:s3cret@db:5432/jobs")
+    assert shown == "postgresql://app:***@db:5432/jobs"
+    result = CliRunner().invoke(
+        cli, ["--data-dir", "postgresql://app:s3cret@127.0.0.1:1/x", "stats"]
+    )
+    assert result.exit_code == 1 and "s3cret" not in result.stderr + result.stdout

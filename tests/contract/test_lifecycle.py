@@ -184,3 +184,24 @@ def test_a_stale_attempt_is_fenced_off(repo: JobRepository) -> None:
     assert repo.get(first.id) == second
     done = repo.complete(second.id, "w1", {"ok": True}, attempt=second.attempt)
     assert done.result_data == {"ok": True}
+
+
+def test_a_result_that_is_not_a_json_object_is_refused(repo: JobRepository) -> None:
+    from hybridstore import InvalidArgument
+
+    repo.add(new_job())
+    claimed = repo.claim_next("w")
+    assert claimed is not None
+    with pytest.raises(InvalidArgument, match="result_data"):
+        repo.complete(claimed.id, "w", "plain string result")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="error_message"):
+        repo.fail(claimed.id, "w", 42)  # type: ignore[arg-type]
+    assert repo.get(claimed.id) == claimed  # unchanged
+
+
+def test_statistics_keys_come_sorted(repo: JobRepository) -> None:
+    for content_type, worker in (("video", "w2"), ("audio", "w9"), ("image", "w1")):
+        repo.add(new_job(content_type=content_type, worker_id=worker))
+    stats = repo.statistics()
+    assert list(stats["content_type_counts"]) == ["audio", "image", "video"]
+    assert list(stats["worker_counts"]) == ["w1", "w2", "w9"]
