@@ -63,10 +63,10 @@ class Context:
         return resolve_target(self.target)
 
     @contextmanager
-    def repository(self, *, create: bool = False) -> Iterator[JobRepository]:
+    def repository(self) -> Iterator[JobRepository]:
+        """The store, which must exist already."""
         target = self.resolved()
-        if not create:
-            require_store(target)
+        require_store(target)
         repo = open_repository(target)
         try:
             yield repo
