@@ -254,9 +254,13 @@ class JobStore:
 
     # -- the write protocol -----------------------------------------------------------------
 
-    def _read(self, job_id: str, status: JobStatus) -> JobFile:
+    def _read(self, job_id: str, status: JobStatus, *, strict: bool = True) -> JobFile:
         return read_job_file(
-            self.layout.job_file(status, job_id), self.max_job_bytes, job_id, status
+            self.layout.job_file(status, job_id),
+            self.max_job_bytes,
+            job_id,
+            status,
+            strict=strict,
         )
 
     def _load_locked(self, job_id: str) -> RemoteJob | None:
@@ -510,26 +514,16 @@ class JobStore:
         self._ready()
         status, intent = self._sidecar.state(job_id)
         if status is not None and not intent:
-            where = _STATUSES[status]
             try:
-                return read_job_file(
-                    self.layout.job_file(where, job_id),
-                    self.max_job_bytes,
-                    job_id,
-                    where,
-                    strict=False,
-                ).job
+                return self._read(job_id, _STATUSES[status], strict=False).job
             except FileNotFoundError:
                 pass  # moved by a concurrent write, or gone: look everywhere
         # No row, or a write in flight or interrupted (its copies may be in two places):
         # the highest version on disk is the job.
-        found = []
-        for where in self.layout.locate(job_id):
-            try:
-                found.append(self._read(job_id, where)[0])
-            except FileNotFoundError:
-                continue
-        return max(found, key=lambda j: j.version) if found else None
+        copies, invalid = self._copies(job_id)
+        if invalid:
+            raise CorruptJobFile(*invalid[0])
+        return copies[-1][0].job if copies else None
 
     @staticmethod
     def _parse_bodies(bodies: list[bytes]) -> list[RemoteJob]:
