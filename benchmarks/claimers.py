@@ -17,7 +17,10 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ClaimPool"]
+from hybridstore import JobStatus
+from hybridstore.repository import JobRepository
+
+__all__ = ["ClaimPool", "repository_claimer", "restore_claimed", "synced"]
 
 # A worker factory runs in the child: it opens what it needs and returns a function
 # claim(round_number, n_in_round) -> None that performs one claim (raising on failure).
@@ -121,3 +124,42 @@ class ClaimPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def synced(setup: Callable[[], Any]) -> Callable[[], Any]:
+    """``setup`` followed by an untimed ``os.sync()``, so one round's unsynced writes are
+    not billed to the next round's fsync."""
+
+    def run() -> Any:
+        result = setup()
+        os.sync()
+        return result
+
+    return run
+
+
+def repository_claimer(open_repo: Callable[[], JobRepository], name: str) -> WorkerFactory:
+    """Workers that claim through a repository opened in the worker process (before the
+    first round), worker ``i`` under ``name.format(i)``."""
+
+    def factory(index: int) -> Callable[[int, int], None]:
+        repo = open_repo()
+        worker = name.format(index)
+
+        def claim(round_number: int, n: int) -> None:
+            if repo.claim_next(worker, lease_seconds=3600) is None:
+                raise RuntimeError("no pending job left to claim")
+
+        return claim
+
+    return factory
+
+
+def restore_claimed(repo: JobRepository, name: str, processes: int) -> int:
+    """Put every job the claim workers hold back to pending (untimed)."""
+    workers = [name.format(i) for i in range(processes)]
+    claimed = repo.find(status=JobStatus.PROCESSING, worker_id=workers)
+    for job in claimed:
+        repo.save(job.model_copy(update={"status": JobStatus.PENDING, "worker_id": None,
+                                         "started_at": None, "timeout_at": None}))
+    return len(claimed)

@@ -30,15 +30,15 @@ import random
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from benchmarks.claimers import ClaimPool
+from benchmarks.claimers import ClaimPool, repository_claimer, restore_claimed, synced
 from benchmarks.conftest import BenchData
 from benchmarks.dataset import generate_jobs, new_job
-from hybridstore import JobStatus, JobStore
+from hybridstore import JobStore
 from hybridstore.repository import JobRepository
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -56,15 +56,6 @@ PG_SETTINGS = ("fsync", "synchronous_commit", "wal_sync_method", "full_page_writ
 def server_dsn() -> str:
     return (os.environ.get("HYBRIDSTORE_BENCH_PG_DSN") or os.environ.get("HYBRIDSTORE_TEST_PG_DSN")
             or DEFAULT_DSN)
-
-
-def _synced(setup: Callable[[], Any]) -> Callable[[], Any]:
-    def run() -> Any:
-        result = setup()
-        os.sync()
-        return result
-
-    return run
 
 
 class PgData:
@@ -274,33 +265,9 @@ def test_backend_add(benchmark: Any, bench: BenchData, record: Any, request: pyt
 
     record("backend_add")
     _label(request, benchmark, impl)
-    benchmark.pedantic(repo.add, setup=_synced(setup), rounds=n_rounds, warmup_rounds=1)
+    benchmark.pedantic(repo.add, setup=synced(setup), rounds=n_rounds, warmup_rounds=1)
     if benchmark.stats is not None:
         assert repo.count() == before + n_rounds + 1
-
-
-def _restore_claimed(repo: JobRepository) -> int:
-    """Put every job the claim workers hold back to pending (untimed)."""
-    workers = [CLAIMER.format(i) for i in range(CLAIM_PROCESSES)]
-    claimed = repo.find(status=JobStatus.PROCESSING, worker_id=workers)
-    for job in claimed:
-        repo.save(job.model_copy(update={"status": JobStatus.PENDING, "worker_id": None,
-                                         "started_at": None, "timeout_at": None}))
-    return len(claimed)
-
-
-def _claimer(open_repo: Callable[[], JobRepository]) -> Any:
-    def factory(index: int) -> Any:
-        repo = open_repo()  # in the worker process, before the first round
-        worker = CLAIMER.format(index)
-
-        def claim(round_number: int, n: int) -> None:
-            if repo.claim_next(worker, lease_seconds=3600) is None:
-                raise RuntimeError("no pending job left to claim")
-
-        return claim
-
-    return factory
 
 
 @pytest.mark.impls(*BACKENDS)
@@ -316,25 +283,27 @@ def test_backend_claim_4p(benchmark: Any, bench: BenchData, record: Any,
     if impl == "hybridstore":
         parent: JobRepository = bench.work_store(size, durable=False)  # for restoring only
         work_dir = bench.work_dir(size)
-        factory = _claimer(lambda: JobStore(work_dir, durable=True))
+        factory = repository_claimer(lambda: JobStore(work_dir, durable=True), CLAIMER)
     else:
         from hybridstore.postgres import PostgresJobRepository
 
         pg: PgData = request.getfixturevalue("pg")
         parent = pg.repo(size)
         dsn = pg.schema_dsn(size)
-        factory = _claimer(lambda: PostgresJobRepository(dsn, max_connections=1))
-    _restore_claimed(parent)
+        factory = repository_claimer(
+            lambda: PostgresJobRepository(dsn, max_connections=1), CLAIMER
+        )
+    restore_claimed(parent, CLAIMER, CLAIM_PROCESSES)
 
     record("backend_claim_4p", ops=claims, processes=CLAIM_PROCESSES, quota=quota)
     _label(request, benchmark, impl)
     def setup() -> None:  # returns nothing: pedantic would take a value for arguments
-        _restore_claimed(parent)
+        restore_claimed(parent, CLAIMER, CLAIM_PROCESSES)
 
     with ClaimPool(CLAIM_PROCESSES, quota, factory) as pool:
-        benchmark.pedantic(pool.run_round, setup=_synced(setup), rounds=n_rounds,
+        benchmark.pedantic(pool.run_round, setup=synced(setup), rounds=n_rounds,
                            warmup_rounds=1)
         pool.check()
-    _restore_claimed(parent)
+    restore_claimed(parent, CLAIMER, CLAIM_PROCESSES)
     if benchmark.stats is not None:
         benchmark.extra_info["claims_per_s"] = round(claims / benchmark.stats.stats.median, 1)

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from benchmarks.claimers import ClaimPool
+from benchmarks.claimers import ClaimPool, repository_claimer, restore_claimed, synced
 from benchmarks.conftest import BenchData
 from benchmarks.dataset import DATASET_NOW, legacy_body, new_job
 from benchmarks.limits import connect, fsync_dir, limit_name, row_values
@@ -30,15 +29,6 @@ from hybridstore import JobStatus, JobStore, RemoteJob
 
 # Jobs toggled between processing and completed by the transition benchmark.
 TRANSITION_POOL = 40
-
-
-def _synced(setup: Callable[[], Any]) -> Callable[[], Any]:
-    def run() -> Any:
-        result = setup()
-        os.sync()
-        return result
-
-    return run
 
 
 def _store_for(bench: BenchData, impl: str, size: int) -> JobStore:
@@ -64,7 +54,7 @@ def test_add(benchmark: Any, bench: BenchData, record: Any, impl: str, size: int
         def setup() -> Any:
             return (new_job(rng),), {}
 
-        benchmark.pedantic(store.add, setup=_synced(setup), rounds=n_rounds, warmup_rounds=1)
+        benchmark.pedantic(store.add, setup=synced(setup), rounds=n_rounds, warmup_rounds=1)
         if benchmark.stats is not None:
             assert store.count() == before + n_rounds + 1
     elif impl == "limit":
@@ -75,7 +65,7 @@ def test_add(benchmark: Any, bench: BenchData, record: Any, impl: str, size: int
             body = job.to_json()
             return (job.id, body, row_values(job.model_dump(mode="json"), body)), {}
 
-        benchmark.pedantic(writer.add, setup=_synced(setup), rounds=n_rounds, warmup_rounds=1)
+        benchmark.pedantic(writer.add, setup=synced(setup), rounds=n_rounds, warmup_rounds=1)
     else:
         legacy = bench.legacy_work(size)
 
@@ -85,7 +75,7 @@ def test_add(benchmark: Any, bench: BenchData, record: Any, impl: str, size: int
         def save(job: dict[str, Any]) -> None:
             assert legacy.save_job(job)
 
-        benchmark.pedantic(save, setup=_synced(setup), rounds=n_rounds, warmup_rounds=1)
+        benchmark.pedantic(save, setup=synced(setup), rounds=n_rounds, warmup_rounds=1)
 
 
 @pytest.mark.impls("hybridstore", "hybridstore-nondurable", "limit", "legacy")
@@ -113,7 +103,7 @@ def test_transition(benchmark: Any, bench: BenchData, record: Any, impl: str, si
         def save(job: RemoteJob) -> None:
             pool[slot] = store.save(job)
 
-        benchmark.pedantic(save, setup=_synced(setup), rounds=n_rounds, warmup_rounds=1)
+        benchmark.pedantic(save, setup=synced(setup), rounds=n_rounds, warmup_rounds=1)
         stored = store.get(pool[0].id)
         assert stored is not None and stored.version == pool[0].version
     elif impl == "limit":
@@ -132,7 +122,7 @@ def test_transition(benchmark: Any, bench: BenchData, record: Any, impl: str, si
             row = row_values(job.model_dump(mode="json"), body)
             return (job.id, old.status.value, body, row), {}
 
-        benchmark.pedantic(writer.transition, setup=_synced(setup), rounds=n_rounds,
+        benchmark.pedantic(writer.transition, setup=synced(setup), rounds=n_rounds,
                            warmup_rounds=1)
     else:
         legacy = bench.legacy_work(size)
@@ -154,36 +144,12 @@ def test_transition(benchmark: Any, bench: BenchData, record: Any, impl: str, si
         def save_legacy(job: dict[str, Any]) -> None:
             assert legacy.save_job(job)
 
-        benchmark.pedantic(save_legacy, setup=_synced(setup), rounds=n_rounds, warmup_rounds=1)
+        benchmark.pedantic(save_legacy, setup=synced(setup), rounds=n_rounds, warmup_rounds=1)
 
 
 # -- claims -------------------------------------------------------------------------------
 
 CLAIMER = "bench-claimer-{}"
-
-
-def _restore_claimed(store: JobStore, processes: int) -> int:
-    """Put every job the claim workers hold back to pending (untimed, not durable)."""
-    workers = [CLAIMER.format(i) for i in range(processes)]
-    claimed = store.find(status=JobStatus.PROCESSING, worker_id=workers)
-    for job in claimed:
-        store.save(job.model_copy(update={"status": JobStatus.PENDING, "worker_id": None,
-                                          "started_at": None, "timeout_at": None}))
-    return len(claimed)
-
-
-def _hybridstore_claimer(work_dir: Any, durable: bool) -> Any:
-    def factory(index: int) -> Any:
-        store = JobStore(work_dir, durable=durable)
-        worker = CLAIMER.format(index)
-
-        def claim(round_number: int, n: int) -> None:
-            if store.claim_next(worker, lease_seconds=3600) is None:
-                raise RuntimeError("no pending job left to claim")
-
-        return claim
-
-    return factory
 
 
 def _limit_claimer(root: Path, sidecar: Path, names: list[list[str]]) -> Any:
@@ -224,14 +190,15 @@ def test_claim(benchmark: Any, bench: BenchData, record: Any, impl: str, size: i
     n_rounds = bench.rounds(10, 2)
     if impl.startswith("hybridstore"):
         store = bench.work_store(size, durable=False)  # the parent's handle, for restoring
-        _restore_claimed(store, 4)
-        factory = _hybridstore_claimer(bench.work_dir(size), impl == "hybridstore")
+        restore_claimed(store, CLAIMER, 4)
+        work_dir, durable = bench.work_dir(size), impl == "hybridstore"
+        factory = repository_claimer(lambda: JobStore(work_dir, durable=durable), CLAIMER)
 
         def setup() -> None:
-            _restore_claimed(store, processes)
+            restore_claimed(store, CLAIMER, processes)
 
         def teardown() -> None:
-            _restore_claimed(store, processes)
+            restore_claimed(store, CLAIMER, processes)
     else:
         root = bench.work_dir(size)
         sidecar = bench.limit_sidecar(size)
@@ -266,7 +233,7 @@ def test_claim(benchmark: Any, bench: BenchData, record: Any, impl: str, size: i
     record(f"claim_{processes}p", ops=claims, processes=processes, quota=quota)
     with ClaimPool(processes, quota, factory) as pool:
         setup()
-        benchmark.pedantic(pool.run_round, setup=_synced(setup), rounds=n_rounds, warmup_rounds=1)
+        benchmark.pedantic(pool.run_round, setup=synced(setup), rounds=n_rounds, warmup_rounds=1)
         pool.check()
     teardown()
     if benchmark.stats is not None:
@@ -291,6 +258,6 @@ def test_create_file(benchmark: Any, bench: BenchData, record: Any, impl: str, s
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
 
     record("create_file")
-    benchmark.pedantic(create, setup=_synced(setup), rounds=bench.rounds(300, 20), warmup_rounds=1)
+    benchmark.pedantic(create, setup=synced(setup), rounds=bench.rounds(300, 20), warmup_rounds=1)
     for path in created:
         os.unlink(path)
