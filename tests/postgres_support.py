@@ -9,8 +9,9 @@ into a failure: in CI a missing server must never pass as "skipped".
 from __future__ import annotations
 
 import os
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import quote, urlencode
 
 import pytest
@@ -96,3 +97,23 @@ def pg_schema_dsn(pg_server_dsn: str) -> Iterator[str]:
     finally:
         with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def together(threads: int, call: Callable[[], object]) -> list[BaseException]:
+    """Run ``call`` in ``threads`` threads released at once; the exceptions they raised."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(threads)
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            call()
+        except BaseException as exc:  # collected for the caller's assertion
+            errors.append(exc)
+
+    started = [threading.Thread(target=run) for _ in range(threads)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join()
+    return errors

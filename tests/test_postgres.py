@@ -10,7 +10,6 @@ import multiprocessing
 import re
 import subprocess
 import sys
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from hybridstore import (
 from hybridstore.errors import BackendUnavailable
 from hybridstore.migrations import Migration, load_migrations
 from tests.conftest import new_job
-from tests.postgres_support import schema_dsn
+from tests.postgres_support import schema_dsn, together
 
 pytestmark = pytest.mark.postgres
 
@@ -97,22 +96,7 @@ def test_every_query_has_an_index(pg_schema_dsn: str) -> None:
 
 
 def test_concurrent_first_users_do_not_race(pg_schema_dsn: str) -> None:
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(6)
-
-    def open_one() -> None:
-        try:
-            barrier.wait()
-            PostgresJobRepository(pg_schema_dsn).close()
-        except BaseException as exc:  # collected for the assertion
-            errors.append(exc)
-
-    threads = [threading.Thread(target=open_one) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert together(6, lambda: PostgresJobRepository(pg_schema_dsn).close()) == []
     assert len(query(pg_schema_dsn, "SELECT * FROM schema_migrations")) == len(
         load_migrations("postgres")
     )

@@ -5,7 +5,6 @@ every job kept exactly; anything else named ``remote_jobs`` is a one-line ``Sche
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +17,7 @@ from hybridstore import JobStatus, PostgresJobRepository, SchemaError
 from hybridstore.cli import cli
 from hybridstore.migrations import load_migrations
 from tests.conftest import new_job
+from tests.postgres_support import together
 
 pytestmark = pytest.mark.postgres
 
@@ -345,23 +345,12 @@ def test_the_older_schema_migrations_is_renamed_aside_and_logged(pg_schema_dsn: 
 
 def test_concurrent_first_users_adopt_once(pg_schema_dsn: str) -> None:
     rows = older_database(pg_schema_dsn, "init_script")
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(6)
 
     def open_one() -> None:
-        try:
-            barrier.wait()
-            with PostgresJobRepository(pg_schema_dsn) as repo:
-                assert repo.count() == len(rows)
-        except BaseException as exc:  # collected for the assertion
-            errors.append(exc)
+        with PostgresJobRepository(pg_schema_dsn) as repo:
+            assert repo.count() == len(rows)
 
-    threads = [threading.Thread(target=open_one) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert together(6, open_one) == []
     assert query(pg_schema_dsn, "SELECT version FROM schema_migrations") == [(1,)]
     assert query(
         pg_schema_dsn,

@@ -17,18 +17,18 @@ import os
 import signal
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from hybridstore import JobStatus, JobStore, RemoteJob
+from tests.conftest import T0
 
 FS_CALLS = ("open", "write", "fsync", "replace", "rename", "unlink", "mkdir")
 _ORIG = {name: getattr(os, name) for name in FS_CALLS}
 _ORIG_IO_OPEN = io.open
 _ORIG_CONNECT = sqlite3.connect
 
-T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 LATER = T0 + timedelta(days=3650)
 
 

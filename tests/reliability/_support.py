@@ -6,28 +6,23 @@ import hashlib
 import itertools
 import os
 import stat
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from hybridstore import JobStatus, JobStore, RemoteJob
 from hybridstore.files import Layout, read_job_file
+from tests.conftest import T0, new_job
 
-T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 _counter = itertools.count()
 
 
 def make_job(job_id: str | None = None, **fields: Any) -> RemoteJob:
+    """``tests.conftest.new_job`` with ids unique across processes (the pid is in them) and
+    created_at a microsecond apart, so crash runs never collide with earlier children."""
     n = next(_counter)
-    values: dict[str, Any] = {
-        "id": job_id or f"rjob-{os.getpid()}-{n:06d}",
-        "ingestion_task_id": f"task-{n}",
-        "source_file_path": f"/in/file-{n}.pdf",
-        "content_type": "document",
-        "created_at": T0 + timedelta(microseconds=n),
-    }
-    values.update(fields)
-    return RemoteJob(**values)
+    fields.setdefault("created_at", T0 + timedelta(microseconds=n))
+    return new_job(id=job_id or f"rjob-{os.getpid()}-{n:06d}", **fields)
 
 
 def snapshot(root: Path) -> dict[str, tuple[Any, ...]]:
