@@ -205,3 +205,35 @@ def test_statistics_keys_come_sorted(repo: JobRepository) -> None:
     stats = repo.statistics()
     assert list(stats["content_type_counts"]) == ["audio", "image", "video"]
     assert list(stats["worker_counts"]) == ["w1", "w2", "w9"]
+
+
+def test_counts_follow_every_kind_of_write(repo: JobRepository) -> None:
+    """count() and statistics() agree with find() after adds, claims, completions, saves
+    that move a job, and deletes (the file store keeps its counts by triggers)."""
+
+    def check() -> None:
+        stats = repo.statistics()
+        for status in JobStatus:
+            found = len(repo.find(status=status))
+            assert repo.count(status=status) == found
+            assert stats["status_counts"][status.value] == found
+        assert stats["total_jobs"] == repo.count() == len(repo.find())
+        workers: dict[str, int] = {}
+        for job in repo.find():
+            if job.worker_id is not None:
+                workers[job.worker_id] = workers.get(job.worker_id, 0) + 1
+        assert stats["worker_counts"] == workers
+        assert repo.count(worker_id=list(workers)) == sum(workers.values())
+
+    jobs = [repo.add(new_job(content_type=t)) for t in ("audio", "video", "audio")]
+    check()
+    first = repo.claim_next("w1")
+    assert first is not None
+    check()
+    repo.complete(first.id, "w1")
+    check()
+    repo.save(jobs[1].model_copy(update={"status": JobStatus.CANCELLED, "content_type": "doc"}))
+    check()
+    assert repo.count(content_type="doc") == 1 and repo.count(content_type="video") == 0
+    repo.delete(jobs[2].id)
+    check()
