@@ -1,10 +1,10 @@
 """The SQLite sidecar: a derived index of the job files, built with sqlite-utils.
 
 It holds one row per job (the queried fields and a copy of the body) and the intents of
-writes in flight. It is never the truth: ``JobStore`` rebuilds it from the files when it
-is missing or unreadable, after migrating an older schema, and on the first open after a
-reboot; a newer schema is refused. WAL mode lets readers go on while one writer commits;
-every write transaction is ``BEGIN IMMEDIATE`` behind a write gate, so writers queue
+writes in flight or not yet cleared. It is never the truth: ``JobStore`` rebuilds it from
+the files when it is missing or unreadable, after migrating an older schema, and on the
+first open after a reboot; a newer schema is refused. WAL mode lets readers go on while one
+writer commits; every write transaction is ``BEGIN IMMEDIATE`` behind a write gate, so writers queue
 instead of failing with "database is locked".
 """
 
@@ -206,6 +206,9 @@ class Sidecar:
         self._gate_path = gate
         self._gate_fd = -1
         self._gate_pid = 0
+        # Intents whose write this process finished: job id -> token. Each write transaction
+        # deletes them in passing, which spares every write a commit of its own to do it.
+        self._settled: dict[str, str] = {}
 
     # -- connection -----------------------------------------------------------------------
 
@@ -227,6 +230,9 @@ class Sidecar:
             conn.execute("PRAGMA synchronous = NORMAL")
             self._db = db
             self._pid = os.getpid()
+            # Settled intents belong to the database they were written to (a replaced
+            # one is gone; after a fork, the parent clears its own).
+            self._settled.clear()
             try:
                 self._inode = os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -305,7 +311,9 @@ class Sidecar:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT``; rolled back if the block raises."""
+        """``BEGIN IMMEDIATE`` … ``COMMIT``; rolled back if the block raises.
+
+        Also clears the intents of this process's finished writes (``settle``)."""
         with self.lock:
             conn = self.conn
             gate = self._gate()
@@ -313,7 +321,12 @@ class Sidecar:
                 self._enter_gate(gate)
             try:
                 conn.execute("BEGIN IMMEDIATE")
+                settled = list(self._settled.items())
                 try:
+                    if settled:
+                        conn.executemany(
+                            "DELETE FROM intents WHERE job_id = ? AND token = ?", settled
+                        )
                     yield conn
                     conn.execute("COMMIT")
                 except BaseException:
@@ -323,6 +336,9 @@ class Sidecar:
                         with contextlib.suppress(sqlite3.Error):
                             conn.execute("ROLLBACK")
                     raise
+                for job_id, token in settled:
+                    if self._settled.get(job_id) == token:
+                        del self._settled[job_id]
             except sqlite3.OperationalError as exc:
                 error = storage_error(self.path, exc)
                 if error is None:
@@ -331,6 +347,22 @@ class Sidecar:
             finally:
                 if gate >= 0:
                     fcntl.flock(gate, fcntl.LOCK_UN)
+
+    def settle(self, job_id: str, token: str) -> None:
+        """The write of ``job_id`` recorded with ``token`` is complete on disk: its intent
+        goes with this process's next write transaction (or ``flush_settled``)."""
+        with self.lock:
+            self._settled[job_id] = token
+
+    def is_settled(self, job_id: str, token: str) -> bool:
+        """Whether this process finished the write that recorded ``token``."""
+        return self._settled.get(job_id) == token
+
+    def flush_settled(self) -> None:
+        """Clear the intents of this process's finished writes now (one commit)."""
+        if self._settled:
+            with self.transaction():
+                pass
 
     # -- health and schema ----------------------------------------------------------------
 
@@ -443,27 +475,31 @@ class Sidecar:
         )
 
     @staticmethod
-    def write_row(conn: sqlite3.Connection, row: Row) -> None:
-        """Insert ``row`` or update the job's stored row, inside the caller's transaction.
+    def write_row(conn: sqlite3.Connection, job_id: str, row: Row | None) -> Row | None:
+        """Insert, update or (``row`` None) delete the job's row, inside the caller's
+        transaction; returns the row it had before, to put back if the write fails.
 
         The update sets only the indexed columns whose stored value differs: SQLite then
         leaves the other indexes alone, which halves the cost of a typical transition.
         """
-        stored = conn.execute(
-            f"SELECT {', '.join(_CHANGEABLE)} FROM jobs WHERE id = ?", (row.id,)
-        ).fetchone()
-        if stored is None:
+        found = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        before = None if found is None else Row(*found)
+        if row is None:
+            if before is not None:
+                Sidecar.drop_row(conn, job_id)
+        elif before is None:
             Sidecar.put_rows(conn, [row])
-            return
-        columns = ["version = ?", "size = ?", "body = ?", "finished_us = ?"]
-        values: list[Any] = [row.version, row.size, row.body, row.finished_us]
-        for column, before in zip(_CHANGEABLE, stored, strict=True):
-            value = getattr(row, column)
-            if value != before:
-                columns.append(f"{column} = ?")
-                values.append(value)
-        values.append(row.id)
-        conn.execute(f"UPDATE jobs SET {', '.join(columns)} WHERE id = ?", values)
+        else:
+            columns = ["version = ?", "size = ?", "body = ?", "finished_us = ?"]
+            values: list[Any] = [row.version, row.size, row.body, row.finished_us]
+            for column in _CHANGEABLE:
+                value = getattr(row, column)
+                if value != getattr(before, column):
+                    columns.append(f"{column} = ?")
+                    values.append(value)
+            values.append(job_id)
+            conn.execute(f"UPDATE jobs SET {', '.join(columns)} WHERE id = ?", values)
+        return before
 
     @staticmethod
     def replace_all_rows(conn: sqlite3.Connection, rows: Iterable[Row]) -> None:
@@ -496,8 +532,21 @@ class Sidecar:
         return str(rows[0][0]) if rows else None
 
     @staticmethod
-    def set_intent(conn: sqlite3.Connection, job_id: str, operation: str, now_us: int) -> None:
-        conn.execute("INSERT OR REPLACE INTO intents VALUES (?, ?, ?)", (job_id, operation, now_us))
+    def set_intent(
+        conn: sqlite3.Connection, job_id: str, operation: str, now_us: int, token: str
+    ) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO intents (job_id, operation, started_us, token)"
+            " VALUES (?, ?, ?, ?)",
+            (job_id, operation, now_us, token),
+        )
+
+    @staticmethod
+    def disown_intents(conn: sqlite3.Connection) -> None:
+        """Give every intent a token no writer holds, so that none is cleared as settled:
+        the rebuild that calls this may have read a job's files in the middle of a write,
+        and the intent must stay until the job is checked again."""
+        conn.execute("UPDATE intents SET token = ''")
 
     @staticmethod
     def clear_intent(conn: sqlite3.Connection, job_id: str) -> None:
@@ -513,14 +562,17 @@ class Sidecar:
         with self.lock:
             return self.conn.execute(sql, params).fetchall()
 
-    def state(self, job_id: str) -> tuple[str | None, bool]:
-        """(status of the row or None, whether an intent is recorded) for one job."""
+    def state(self, job_id: str) -> tuple[str | None, int, str | None]:
+        """(status and version of the row, or None and 0; the token of its intent, or
+        None) for one job."""
         rows = self._all(
             "SELECT (SELECT status FROM jobs WHERE id = ?),"
-            " EXISTS (SELECT 1 FROM intents WHERE job_id = ?)",
-            (job_id, job_id),
+            " (SELECT version FROM jobs WHERE id = ?),"
+            " (SELECT token FROM intents WHERE job_id = ?)",
+            (job_id, job_id, job_id),
         )
-        return rows[0][0], bool(rows[0][1])
+        status, version, token = rows[0]
+        return status, version or 0, token
 
     def status_of(self, job_id: str) -> str | None:
         rows = self._all("SELECT status FROM jobs WHERE id = ?", (job_id,))
@@ -584,10 +636,9 @@ class Sidecar:
         ]
 
     def claim_candidates(self, content_types: Sequence[str] | None, limit: int) -> list[str]:
-        """The oldest pending jobs (of those content types) that no write is touching."""
+        """The oldest pending jobs (of those content types)."""
         base = (
             "SELECT id, created_us FROM jobs WHERE status = 'pending'{ct}"
-            " AND NOT EXISTS (SELECT 1 FROM intents WHERE intents.job_id = jobs.id)"
             " ORDER BY created_us, id LIMIT ?"
         )
         if content_types is None:
@@ -601,8 +652,16 @@ class Sidecar:
         merged.sort()
         return [job_id for _, job_id in merged[:limit]]
 
-    def intents(self) -> list[str]:
-        return [r[0] for r in self._all("SELECT job_id FROM intents ORDER BY started_us")]
+    def intents(self) -> list[tuple[str, str]]:
+        """(job id, token) of every recorded intent, oldest first."""
+        return [
+            (r[0], r[1]) for r in self._all("SELECT job_id, token FROM intents ORDER BY started_us")
+        ]
+
+    def unsettled_intents(self) -> list[str]:
+        """The jobs whose intent is not one of this process's finished writes: writes in
+        flight in other processes, finished there but not yet cleared, or interrupted."""
+        return [job_id for job_id, token in self.intents() if not self.is_settled(job_id, token)]
 
     def grouped_counts(self, column: str) -> dict[str, int]:
         """Jobs per status, content type or worker (jobs without a worker left out)."""

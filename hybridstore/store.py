@@ -2,17 +2,24 @@
 
 The write protocol, in one place (``_commit``), for every operation that changes a job:
 
-1. take the job's lock (filelock, ``.locks/<id>.lock``) and read its current file;
-2. record an intent for the job in the sidecar (one short ``BEGIN IMMEDIATE`` commit);
+1. take the job's lock (filelock, on the one of ``LOCK_STRIPES`` files in ``.locks/`` that
+   its id hashes to) and read its current file;
+2. in one short ``BEGIN IMMEDIATE`` commit, write the job's new row and an intent naming
+   this write (a random token);
 3. change the files: write the new body atomically into its status directory, then remove
-   the old one if the status changed (fsyncs included when ``durable``);
-4. in one commit, write the job's row and clear the intent; release the lock.
+   the old one if the status changed (fsyncs included when ``durable``); release the lock.
 
-A process killed anywhere in 2–4 leaves an intent naming the job. Whoever next takes the
-job's lock, or the next ``JobStore`` opened on the directory, sees the intent and re-derives
-that job's row from its files (``_repair_locked``): recovery costs what the crash touched,
-not a full reindex. Reads take no lock: a rename is atomic, so a reader sees a whole body.
-Set queries are answered from the bodies copied into the sidecar; point reads read the file.
+The intent is cleared lazily, by this process's next write transaction: one commit per
+write. So the row leads the files by at most one write, never lags them, and the file at
+the row's status is always the newest copy of a job (``get`` relies on it).
+
+A process killed anywhere in 2–3 leaves an intent naming the job. Whoever next takes the
+job's lock, or the next ``JobStore`` opened on the directory, checks such a job: if its
+files say exactly what its row says the write finished and the intent is merely dropped,
+otherwise that job's row is re-derived from its files (``_repair_locked``). Recovery costs
+what the crash touched, not a full reindex. Reads take no lock: a rename is atomic, so a
+reader sees a whole body. Set queries are answered from the bodies copied into the sidecar,
+so they may show a write a few milliseconds before its file lands; point reads read the file.
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ import contextlib
 import gc
 import os
 import random
+import secrets
 import sqlite3
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -77,6 +86,11 @@ DEFAULT_MAX_JOB_BYTES = 8 * 1024 * 1024
 TEMP_MAX_AGE = 15 * 60
 # How many claim candidates one sidecar query fetches.
 CLAIM_BATCH = 16
+# Jobs are locked through this many lock files, a job by the one its id hashes to. A fixed
+# set, created once: a lock file per job would cost a file creation per new job (as much as
+# the job file's own on some disks) and leave files to clean up after deletes. Two jobs
+# share a file about once in a thousand: they then wait for each other, briefly.
+LOCK_STRIPES = 1024
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -120,6 +134,8 @@ class JobStore:
             # Before creating anything: nothing is written on a file system we refuse.
             check_local_file_system(self.data_dir)
         self.layout.create()
+        self._locks: dict[str, FileLock] = {}
+        self._locks_pid = os.getpid()
         self._sidecar = Sidecar(
             self.data_dir / SIDECAR_NAME, gate=self.layout.lock_path(".sidecar-writes")
         )
@@ -202,7 +218,11 @@ class JobStore:
                 self._open_sidecar()
 
     def close(self) -> None:
-        """Close the sidecar connection. The store must not be used afterwards."""
+        """Clear the intents of this store's finished writes and close the sidecar
+        connection. The store must not be used afterwards."""
+        # If that fails they stay, harmlessly: the next open checks and clears them.
+        with contextlib.suppress(sqlite3.Error, StorageError, LockTimeout):
+            self._sidecar.flush_settled()
         self._sidecar.close()
 
     def __enter__(self) -> JobStore:
@@ -213,17 +233,32 @@ class JobStore:
 
     # -- locks ----------------------------------------------------------------------------
 
-    def _file_lock(self, name: str, timeout: float) -> FileLock:
-        return FileLock(self.layout.lock_path(name), timeout=timeout, fallback_to_soft=False)
+    def _file_lock(self, name: str) -> FileLock:
+        """The lock object of job ``name``'s stripe, or of ``.locks/<name>.lock`` for the
+        store's own locks (names starting with a dot); reused, as building one costs more
+        than taking it."""
+        if self._locks_pid != os.getpid():
+            # filelock refuses objects inherited across fork().
+            self._locks = {}
+            self._locks_pid = os.getpid()
+        if not name.startswith("."):
+            stripe = zlib.crc32(name.encode("utf-8", "surrogatepass")) % LOCK_STRIPES
+            name = f"jobs-{stripe:04d}"
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = FileLock(self.layout.lock_path(name), fallback_to_soft=False)
+            self._locks[name] = lock
+        return lock
 
     @contextmanager
     def _lock(self, name: str, timeout: float | None = None) -> Iterator[None]:
-        lock = self._file_lock(name, self.lock_timeout if timeout is None else timeout)
+        lock = self._file_lock(name)
+        wait = self.lock_timeout if timeout is None else timeout
         try:
-            lock.acquire()
+            lock.acquire(timeout=wait)
         except Timeout:
             job_id = None if name.startswith(".") else name  # ".sidecar" guards opening
-            raise LockTimeout(job_id, lock.timeout, lock.lock_file) from None
+            raise LockTimeout(job_id, wait, lock.lock_file) from None
         except OSError as exc:
             # The lock file cannot be created or opened: a read-only or full file system.
             raise StorageError(lock.lock_file, exc) from exc
@@ -232,18 +267,8 @@ class JobStore:
         finally:
             lock.release()
 
-    def _drop_lock_file(self, job_id: str) -> None:
-        """Remove the lock file of a job that does not exist (any more), while holding it,
-        so ``.locks/`` holds one file per stored job, not one per id ever touched.
-
-        Safe under filelock >= 4: a process blocked on the unlinked file notices, once it
-        gets the lock, that the file is gone, and locks the path afresh.
-        """
-        with contextlib.suppress(OSError):  # a read-only directory: it stays, harmlessly
-            self.layout.lock_path(job_id).unlink(missing_ok=True)
-
     def _try_lock(self, job_id: str) -> FileLock | None:
-        lock = self._file_lock(job_id, 0)
+        lock = self._file_lock(job_id)
         try:
             lock.acquire(blocking=False)
         except Timeout:
@@ -265,22 +290,43 @@ class JobStore:
 
     def _load_locked(self, job_id: str) -> RemoteJob | None:
         """The job as its file says, holding its lock; repairs its row first if needed."""
-        status, intent = self._sidecar.state(job_id)
-        if intent or status is None:
-            # A crashed write, or a file the index does not know (or no job at all:
-            # ``locate`` finds nothing and costs six lstat calls).
-            if intent or self.layout.locate(job_id):
-                self._repair_locked(job_id)
-                status = self._sidecar.status_of(job_id)
-            if status is None:
-                return None
+        status, version, token = self._sidecar.state(job_id)
+        if token is not None and not self._sidecar.is_settled(job_id, token):
+            # Another process's write (none can be in flight: we hold the lock). Finished
+            # if the files say exactly what the row says; else interrupted: repair.
+            settled, job = self._settled_job(job_id, status, version)
+            return job if settled else self._reload_locked(job_id)
+        if status is None:
+            # No job, or a file the index does not know (``locate`` costs six lstat calls).
+            return self._reload_locked(job_id) if self.layout.locate(job_id) else None
         try:
-            return self._read(job_id, JobStatus(status))[0]
+            return self._read(job_id, _STATUSES[status]).job
         except FileNotFoundError:
             # The row points at a file someone removed by hand: trust the files.
-            self._repair_locked(job_id)
-            status = self._sidecar.status_of(job_id)
-            return None if status is None else self._read(job_id, JobStatus(status))[0]
+            return self._reload_locked(job_id)
+
+    def _reload_locked(self, job_id: str) -> RemoteJob | None:
+        """Re-derive the job's row from its files, then read it."""
+        self._repair_locked(job_id)
+        status = self._sidecar.status_of(job_id)
+        return None if status is None else self._read(job_id, _STATUSES[status]).job
+
+    def _settled_job(
+        self, job_id: str, status: str | None, version: int
+    ) -> tuple[bool, RemoteJob | None]:
+        """Whether the job's files agree with its row (status, version), holding its lock,
+        and the job if they do: one copy, in the row's directory, of the row's version (or
+        no copy and no row). A write that did not finish always breaks one of these."""
+        where = self.layout.locate(job_id)
+        if status is None:
+            return not where, None
+        if where != [_STATUSES[status]]:
+            return False, None
+        try:
+            job = self._read(job_id, _STATUSES[status]).job
+        except FileNotFoundError:
+            return False, None
+        return job.version == version, job
 
     def _commit(
         self,
@@ -289,7 +335,7 @@ class JobStore:
         new: RemoteJob | None,
         operation: str,
     ) -> RemoteJob | None:
-        """Steps 2–4 of the write protocol; the caller holds the job's lock and has read
+        """Steps 2–3 of the write protocol; the caller holds the job's lock and has read
         ``current`` (None if the job does not exist); ``new`` None deletes the job."""
         body = b""
         if new is not None:
@@ -301,8 +347,11 @@ class JobStore:
             if len(body) > self.max_job_bytes:
                 raise JobTooLarge(job_id, len(body), self.max_job_bytes)
         old_status = current.status if current is not None else None
+        token = secrets.token_hex(8)
         with self._sidecar.transaction() as conn:
-            Sidecar.set_intent(conn, job_id, operation, _now_us())
+            row = None if new is None else row_for(new, body, _now_us())
+            row_before = Sidecar.write_row(conn, job_id, row)
+            Sidecar.set_intent(conn, job_id, operation, _now_us(), token)
         touched = False
         try:
             if new is not None:
@@ -328,22 +377,10 @@ class JobStore:
                 if exc.in_place:
                     raise
                 raise StorageError(exc.path, exc.cause, in_place=True) from exc
-            # Nothing changed on disk: take the intent back so the index is as before.
-            self._clear_intent_quietly(job_id)
+            # Nothing changed on disk: put the row back as it was.
+            self._restore_quietly(job_id, row_before)
             raise
-        try:
-            with self._sidecar.transaction() as conn:
-                if new is None:
-                    Sidecar.drop_row(conn, job_id)
-                else:
-                    Sidecar.write_row(conn, row_for(new, body, _now_us()))
-                Sidecar.clear_intent(conn, job_id)
-        except StorageError as exc:
-            # The files changed but the index could not follow: the intent stays, and the
-            # next touch of the job (or the next open) re-derives its row.
-            raise StorageError(exc.path, exc.cause, in_place=True) from exc
-        if new is None:
-            self._drop_lock_file(job_id)
+        self._sidecar.settle(job_id, token)
         if self._sidecar.replaced():
             # The sidecar was deleted or replaced during this write, so the row went to the
             # old one, and the new one may have been rebuilt before our file step: re-derive
@@ -352,12 +389,11 @@ class JobStore:
             self._repair_locked(job_id)
         return new
 
-    def _clear_intent_quietly(self, job_id: str) -> None:
-        try:
-            with self._sidecar.transaction() as conn:
-                Sidecar.clear_intent(conn, job_id)
-        except (sqlite3.Error, StorageError):
-            pass  # the intent stays; the next touch of the job re-derives its row
+    def _restore_quietly(self, job_id: str, row: Row | None) -> None:
+        # If that fails too, the intent stays: the next touch of the job re-derives its row.
+        with contextlib.suppress(sqlite3.Error, StorageError), self._sidecar.transaction() as conn:
+            Sidecar.write_row(conn, job_id, row)
+            Sidecar.clear_intent(conn, job_id)
 
     def _update(
         self, job_id: str, change: Callable[[RemoteJob], RemoteJob], operation: str
@@ -368,7 +404,6 @@ class JobStore:
         with self._lock(job_id):
             current = self._load_locked(job_id)
             if current is None:
-                self._drop_lock_file(job_id)
                 raise JobNotFound(job_id)
             return self._store_next(current, change(current), operation)
 
@@ -431,16 +466,25 @@ class JobStore:
         return actions, quarantined
 
     def _recover_intents(self) -> int:
-        """Repair the jobs whose writer died mid-write; return how many."""
+        """Check the jobs named by other processes' intents: drop the intents of finished
+        writes, repair the jobs whose writer died mid-write; return how many were repaired.
+        """
         recovered = 0
-        for job_id in self._sidecar.intents():
+        for job_id, token in self._sidecar.intents():
+            if self._sidecar.is_settled(job_id, token):
+                continue  # ours and finished: our next write transaction clears it
             lock = self._try_lock(job_id)
             if lock is None:
                 continue  # a live writer holds it and will finish its own intent
             try:
-                if self._sidecar.state(job_id)[1]:
-                    self._repair_locked(job_id)
-                    recovered += 1
+                status, version, now_token = self._sidecar.state(job_id)
+                if now_token == token:
+                    if self._settled_job(job_id, status, version)[0]:
+                        with self._sidecar.transaction() as conn:
+                            Sidecar.clear_intent(conn, job_id)
+                    else:
+                        self._repair_locked(job_id)
+                        recovered += 1
             finally:
                 lock.release()
         if recovered:
@@ -481,7 +525,6 @@ class JobStore:
         with self._lock(job_id):
             current = self._load_locked(job_id)
             if current is None:
-                self._drop_lock_file(job_id)
                 return False
             self._commit(job_id, current, None, "delete")
             return True
@@ -512,18 +555,25 @@ class JobStore:
         """The job as its file says, or None. ``CorruptJobFile`` if the file is invalid."""
         validate_job_id(job_id)
         self._ready()
-        status, intent = self._sidecar.state(job_id)
-        if status is not None and not intent:
-            try:
-                return self._read(job_id, _STATUSES[status], strict=False).job
-            except FileNotFoundError:
-                pass  # moved by a concurrent write, or gone: look everywhere
-        # No row, or a write in flight or interrupted (its copies may be in two places):
-        # the highest version on disk is the job.
-        copies, invalid = self._copies(job_id)
-        if invalid:
-            raise CorruptJobFile(*invalid[0])
-        return copies[-1][0].job if copies else None
+        # The row leads the files (it is committed first), so the file at the row's status
+        # is the newest copy there is. If it is not there, a write is moving the job, or was
+        # interrupted while moving it: the highest version on disk is the job. A move can
+        # slip between the two looks, hence the retries.
+        for _ in range(3):
+            status = self._sidecar.status_of(job_id)
+            if status is not None:
+                try:
+                    return self._read(job_id, _STATUSES[status], strict=False).job
+                except FileNotFoundError:
+                    pass
+            copies, invalid = self._copies(job_id)
+            if invalid:
+                raise CorruptJobFile(*invalid[0])
+            if copies:
+                return copies[-1][0].job
+            if status is None:
+                return None
+        return None
 
     @staticmethod
     def _parse_bodies(bodies: list[bytes]) -> list[RemoteJob]:
@@ -622,8 +672,8 @@ class JobStore:
         while True:
             candidates = self._sidecar.claim_candidates(wanted, CLAIM_BATCH)
             if not candidates:
-                # Jobs hidden by an intent whose writer died come back here.
-                if self._sidecar.intents() and self._recover_intents():
+                # A job whose claim was interrupted looks processing until it is repaired.
+                if self._sidecar.unsettled_intents() and self._recover_intents():
                     continue
                 return None
             busy = 0
@@ -670,8 +720,6 @@ class JobStore:
                 # Taken or changed since the candidate query. If the index still offers it,
                 # the row is stale (a file edited by hand): re-derive it, or every query
                 # would offer the same job again.
-                if current is None:
-                    self._drop_lock_file(job_id)
                 row = self._sidecar.row(job_id)
                 if (
                     row is not None
@@ -777,6 +825,8 @@ class JobStore:
             # A job with an intent may be met in two directories because its write is in
             # flight (renamed, old file not yet unlinked): not a duplicate to report.
             in_flight = {r[0] for r in conn.execute("SELECT job_id FROM intents")}
+            # The scan may catch a job mid-write: its intent must outlive this rebuild.
+            Sidecar.disown_intents(conn)
             entries = list(self.layout.scan())
             total = sum(1 for e in entries if e.kind == "job")
             best: dict[str, Row] = {}
@@ -860,7 +910,7 @@ class JobStore:
                     suspects.add(entry.job_id)
         suspects.update(job_id for job_id, n in seen.items() if n > 1)
         suspects.update(job_id for job_id in rows if job_id not in seen)
-        suspects.update(self._sidecar.intents())
+        suspects.update(self._sidecar.unsettled_intents())
         report.jobs = len(seen)
         for job_id in sorted(suspects):
             with self._lock(job_id):
@@ -871,7 +921,12 @@ class JobStore:
         """The drift of one job, judged while holding its lock."""
         copies, invalid = self._copies(job_id)
         problems = [Problem("unreadable", str(path), reason, job_id) for path, reason in invalid]
-        if self._sidecar.state(job_id)[1]:
+        status, version, token = self._sidecar.state(job_id)
+        if (
+            token is not None
+            and not self._sidecar.is_settled(job_id, token)
+            and not self._settled_job(job_id, status, version)[0]
+        ):
             problems.append(
                 Problem("intent", str(self._sidecar.path), "a write did not finish", job_id)
             )

@@ -28,6 +28,8 @@ def downgrade_sidecar(path: Path, version: int) -> None:
     for migration in reversed(load_migrations("sidecar")[version:]):
         for kind, name in re.findall(r"CREATE (TABLE|INDEX|TRIGGER) (\w+)", migration.sql):
             conn.execute(f"DROP {kind} IF EXISTS {name}")
+        for table, column in re.findall(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", migration.sql):
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         conn.execute("DELETE FROM schema_migrations WHERE version = ?", (migration.version,))
     conn.commit()
     conn.close()

@@ -108,11 +108,14 @@ def test_expire_and_cleanup(filled: Path) -> None:
 def test_migrate_applies_what_is_pending(data_dir: Path) -> None:
     assert run(data_dir, "init")[0] == 0
     code, out, _ = run(data_dir, "migrate")
-    assert code == 0 and out == "sidecar schema is at version 4\n"
+    assert code == 0 and out == "sidecar schema is at version 5\n"
     downgrade_sidecar(data_dir / "hybridstore.sqlite3", 2)
     code, out, _ = run(data_dir, "migrate")
     assert code == 0
-    assert out == "applied 0003_meta\napplied 0004_job_counts\nsidecar schema is at version 4\n"
+    assert out == (
+        "applied 0003_meta\napplied 0004_job_counts\napplied 0005_intent_tokens\n"
+        "sidecar schema is at version 5\n"
+    )
 
 
 @pytest.mark.parametrize(

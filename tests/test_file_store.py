@@ -236,26 +236,76 @@ def test_verify_finds_each_kind_of_drift_and_repair_fixes_it(
     assert orphan.id not in {j.id for j in store.find()}
 
 
+def test_each_write_is_one_sidecar_commit(store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hybridstore.sidecar import Sidecar
+
+    commits: list[str] = []
+    real = Sidecar.transaction
+
+    def counted(self: Sidecar) -> object:
+        commits.append("commit")
+        return real(self)
+
+    monkeypatch.setattr(Sidecar, "transaction", counted)
+    job = store.add(new_job())
+    store.claim_next("w")
+    store.heartbeat(job.id, "w")
+    store.complete(job.id, "w", {"ok": True})
+    store.delete(job.id)
+    assert len(commits) == 5
+
+
+def test_intents_of_finished_writes_are_cleared_later_and_never_repaired(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two stores on one directory stand for two processes: each knows only its own writes.
+    producer, worker = JobStore(data_dir), JobStore(data_dir)
+    first = producer.add(new_job())
+    assert producer._sidecar.intents()[0][0] == first.id  # left for the next write
+    assert producer._sidecar.unsettled_intents() == []
+    assert worker._sidecar.unsettled_intents() == [first.id]
+
+    def no_repair(job_id: str, **kwargs: object) -> object:
+        raise AssertionError(f"{job_id} was repaired, but its write had finished")
+
+    monkeypatch.setattr(worker, "_repair_locked", no_repair)
+    claimed = worker.claim_next("w")  # checks the producer's intent against the files
+    assert claimed is not None and claimed.id == first.id
+    assert [job_id for job_id, _ in worker._sidecar.intents()] == [first.id]  # now the worker's
+    second = producer.add(new_job())  # clears nothing of the worker's, records its own
+    assert sorted(job_id for job_id, _ in producer._sidecar.intents()) == sorted(
+        [first.id, second.id]
+    )
+    worker.close()
+    producer.close()  # each close clears its own
+    with JobStore(data_dir) as reopened:
+        assert reopened._sidecar.intents() == []
+        assert reopened.verify().ok
+
+
 def test_an_interrupted_write_is_repaired_on_the_next_open(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = JobStore(data_dir)
     job = store.add(new_job())
-    from hybridstore.sidecar import Sidecar
+    import hybridstore.store as store_module
 
-    def crash(*args: object) -> None:
-        raise SystemExit("killed between the file step and the sidecar step")
+    def crash(*args: object, **kwargs: object) -> None:
+        raise SystemExit("killed between the rename and the unlink of the old file")
 
-    monkeypatch.setattr(Sidecar, "write_row", staticmethod(crash))
+    monkeypatch.setattr(store_module, "remove_file", crash)
     with pytest.raises(SystemExit):
         store.claim_next("w")
     monkeypatch.undo()
-    # The file moved, the row did not: one intent marks the job.
+    # The job is in two directories; one intent marks it.
     assert (data_dir / "processing" / f"{job.id}.json").exists()
-    assert store._sidecar.intents() == [job.id]
+    assert (data_dir / "pending" / f"{job.id}.json").exists()
+    assert store._sidecar.unsettled_intents() == [job.id]
+    assert not store.verify().ok
     store.close()
     with JobStore(data_dir) as reopened:
         assert reopened._sidecar.intents() == []
+        assert not (data_dir / "pending" / f"{job.id}.json").exists()
         assert reopened.count(status="processing") == 1
         assert reopened.verify().ok
 
@@ -374,17 +424,34 @@ def test_repair_leaves_temp_files_of_a_job_whose_id_extends_another(
     assert other.exists() and not mine.exists()
 
 
-def test_lock_files_do_not_outlive_their_jobs(store: JobStore, data_dir: Path) -> None:
-    from hybridstore import JobNotFound
+def test_lock_files_are_a_fixed_set_whatever_the_jobs(store: JobStore, data_dir: Path) -> None:
+    from hybridstore.store import LOCK_STRIPES
 
-    jobs = [store.add(new_job()) for _ in range(5)]
-    for job in jobs[:4]:
+    jobs = [store.add(new_job()) for _ in range(40)]
+    for job in jobs[:30]:
         store.delete(job.id)
     store.delete("never-existed")
-    with pytest.raises(JobNotFound):
-        store.cancel("ghost")
-    names = sorted(p.name for p in (data_dir / ".locks").iterdir() if not p.name.startswith("."))
-    assert names == [f"{jobs[4].id}.lock"]
+    first = sorted(p.name for p in (data_dir / ".locks").iterdir() if not p.name.startswith("."))
+    # One file per stripe used, none named after a job, and no new ones for the same ids.
+    assert 0 < len(first) <= 41 and not any(job.id in name for job in jobs for name in first)
+    for job in jobs[30:]:
+        store.cancel(job.id)
+    again = sorted(p.name for p in (data_dir / ".locks").iterdir() if not p.name.startswith("."))
+    assert again == first and len(again) <= LOCK_STRIPES
+
+
+def test_two_jobs_of_one_lock_stripe_are_both_claimed(store: JobStore) -> None:
+    from hybridstore.store import LOCK_STRIPES
+
+    # Ids whose locks share a file: each claim takes one and leaves the other claimable.
+    stripe = store._file_lock("job-0")
+    twin = next(
+        f"job-{n}" for n in range(1, 50 * LOCK_STRIPES) if store._file_lock(f"job-{n}") is stripe
+    )
+    store.add(new_job(id="job-0"))
+    store.add(new_job(id=twin))
+    claimed = {store.claim_next("w").id, store.claim_next("w").id}  # type: ignore[union-attr]
+    assert claimed == {"job-0", twin}
 
 
 def test_a_failed_unlink_after_the_new_body_is_written_says_so(
