@@ -198,6 +198,7 @@ class Sidecar:
         _LIVE.add(self)
         self._db: sqlite_utils.Database | None = None
         self._pid = 0
+        self.generation = 0
         self._inode = 0
         # Writers of every process queue on an flock of ``gate`` before BEGIN IMMEDIATE.
         # SQLite's own busy handler polls with sleeps of 1, 2, 5, 10... ms, which under
@@ -230,6 +231,10 @@ class Sidecar:
             conn.execute("PRAGMA synchronous = NORMAL")
             self._db = db
             self._pid = os.getpid()
+            #: Counts the connections this object opened: a write compares it before and
+            #: after its file step to learn that a thread reopened a replaced database.
+            #: (Not the inode: the new file may reuse the number of the one just closed.)
+            self.generation += 1
             # Settled intents belong to the database they were written to (a replaced
             # one is gone; after a fork, the parent clears its own).
             self._settled.clear()

@@ -316,7 +316,8 @@ class JobStore:
     ) -> tuple[bool, RemoteJob | None]:
         """Whether the job's files agree with its row (status, version), holding its lock,
         and the job if they do: one copy, in the row's directory, of the row's version (or
-        no copy and no row). A write that did not finish always breaks one of these."""
+        no copy and no row). A write that did not finish always breaks one of these.
+        ``CorruptJobFile`` if that copy is unreadable."""
         where = self.layout.locate(job_id)
         if status is None:
             return not where, None
@@ -352,6 +353,7 @@ class JobStore:
             row = None if new is None else row_for(new, body, _now_us())
             row_before = Sidecar.write_row(conn, job_id, row)
             Sidecar.set_intent(conn, job_id, operation, _now_us(), token)
+            connection = self._sidecar.generation
         touched = False
         try:
             if new is not None:
@@ -381,10 +383,11 @@ class JobStore:
             self._restore_quietly(job_id, row_before)
             raise
         self._sidecar.settle(job_id, token)
-        if self._sidecar.replaced():
-            # The sidecar was deleted or replaced during this write, so the row went to the
-            # old one, and the new one may have been rebuilt before our file step: re-derive
-            # this job in the new one (we still hold its lock, so its files are final).
+        if self._sidecar.replaced() or self._sidecar.generation != connection:
+            # The sidecar was deleted or replaced during this write (and maybe reopened by
+            # another thread since), so the row went to the old one, and the new one may have
+            # been rebuilt before our file step: re-derive this job in the new one (we still
+            # hold its lock, so its files are final).
             self._ready()
             self._repair_locked(job_id)
         return new
@@ -475,11 +478,17 @@ class JobStore:
                 continue  # ours and finished: our next write transaction clears it
             lock = self._try_lock(job_id)
             if lock is None:
-                continue  # a live writer holds it and will finish its own intent
+                # A live writer holds the job's lock stripe: this job's writer, which will
+                # finish its own intent, or another job's, and a later pass checks this one.
+                continue
             try:
                 status, version, now_token = self._sidecar.state(job_id)
                 if now_token == token:
-                    if self._settled_job(job_id, status, version)[0]:
+                    try:
+                        settled = self._settled_job(job_id, status, version)[0]
+                    except CorruptJobFile:
+                        settled = False  # the repair leaves the file out of the index
+                    if settled:
                         with self._sidecar.transaction() as conn:
                             Sidecar.clear_intent(conn, job_id)
                     else:
@@ -922,8 +931,11 @@ class JobStore:
         copies, invalid = self._copies(job_id)
         problems = [Problem("unreadable", str(path), reason, job_id) for path, reason in invalid]
         status, version, token = self._sidecar.state(job_id)
+        # With an unreadable copy, whether the write finished cannot be told: the copy is
+        # reported as unreadable, and the repair settles the rest.
         if (
             token is not None
+            and not invalid
             and not self._sidecar.is_settled(job_id, token)
             and not self._settled_job(job_id, status, version)[0]
         ):

@@ -331,6 +331,44 @@ def test_a_store_survives_its_sidecar_being_deleted_while_open(
     assert store.verify().ok
 
 
+def test_a_write_whose_sidecar_another_thread_reopened_meanwhile_is_indexed(
+    store: JobStore, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hybridstore.store as store_module
+
+    real_write = store_module.write_atomic
+
+    def sidecar_replaced_mid_write(*args: object, **kwargs: object) -> None:
+        # The row is committed to the old sidecar; now it goes, and another thread of this
+        # process reopens it (rebuilt from the files, which do not hold the job yet).
+        monkeypatch.setattr(store_module, "write_atomic", real_write)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{data_dir / SIDECAR_NAME}{suffix}").unlink(missing_ok=True)
+        store._ready()
+        real_write(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store_module, "write_atomic", sidecar_replaced_mid_write)
+    job = store.add(new_job())
+    assert store.find() == [job]
+    assert store.claim_next("w") is not None
+    assert store.verify().ok
+
+
+def test_an_unreadable_file_under_another_process_intent_blocks_nothing(
+    data_dir: Path,
+) -> None:
+    writer = JobStore(data_dir)  # stands for a process that wrote and went away
+    job = writer.add(new_job())
+    (data_dir / "pending" / f"{job.id}.json").write_text("{ not json")
+    with JobStore(data_dir) as other:  # opening checks the intent: no exception
+        report = other.verify()
+        assert [(p.kind, p.job_id) for p in report.drift] == [("unreadable", job.id)]
+        assert other.expire_overdue() == []
+        assert other.claim_next("w") is None
+        other.repair()
+        assert other.verify().ok and other.get(job.id) is None
+
+
 def test_network_file_systems_are_refused(tmp_path: Path) -> None:
     from hybridstore import UnsupportedFileSystem
     from hybridstore.files import check_local_file_system, file_system_type
