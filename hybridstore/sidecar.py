@@ -4,8 +4,8 @@ It holds one row per job (the queried fields and a copy of the body) and the int
 writes in flight or not yet cleared. It is never the truth: ``JobStore`` rebuilds it from
 the files when it is missing or unreadable, after migrating an older schema, and on the
 first open after a reboot; a newer schema is refused. WAL mode lets readers go on while one
-writer commits; every write transaction is ``BEGIN IMMEDIATE`` behind a write gate, so writers queue
-instead of failing with "database is locked".
+writer commits; every write transaction is ``BEGIN IMMEDIATE`` behind a write gate, so
+writers queue instead of failing with "database is locked".
 """
 
 from __future__ import annotations
@@ -198,6 +198,9 @@ class Sidecar:
         _LIVE.add(self)
         self._db: sqlite_utils.Database | None = None
         self._pid = 0
+        #: Counts the connections this object opened: a write compares it before and after
+        #: its file step to learn that a thread reopened a replaced database. (Not the
+        #: inode: the new file may reuse the number of the one just closed.)
         self.generation = 0
         self._inode = 0
         # Writers of every process queue on an flock of ``gate`` before BEGIN IMMEDIATE.
@@ -231,9 +234,6 @@ class Sidecar:
             conn.execute("PRAGMA synchronous = NORMAL")
             self._db = db
             self._pid = os.getpid()
-            #: Counts the connections this object opened: a write compares it before and
-            #: after its file step to learn that a thread reopened a replaced database.
-            #: (Not the inode: the new file may reuse the number of the one just closed.)
             self.generation += 1
             # Settled intents belong to the database they were written to (a replaced
             # one is gone; after a fork, the parent clears its own).

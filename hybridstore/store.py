@@ -394,7 +394,10 @@ class JobStore:
 
     def _restore_quietly(self, job_id: str, row: Row | None) -> None:
         # If that fails too, the intent stays: the next touch of the job re-derives its row.
-        with contextlib.suppress(sqlite3.Error, StorageError), self._sidecar.transaction() as conn:
+        with (
+            contextlib.suppress(sqlite3.Error, StorageError, LockTimeout),
+            self._sidecar.transaction() as conn,
+        ):
             Sidecar.write_row(conn, job_id, row)
             Sidecar.clear_intent(conn, job_id)
 
