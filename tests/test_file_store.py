@@ -478,18 +478,38 @@ def test_lock_files_are_a_fixed_set_whatever_the_jobs(store: JobStore, data_dir:
     assert again == first and len(again) <= LOCK_STRIPES
 
 
-def test_two_jobs_of_one_lock_stripe_are_both_claimed(store: JobStore) -> None:
+def test_a_job_whose_lock_stripe_is_busy_is_claimed_once_it_frees(data_dir: Path) -> None:
+    import threading
+    import time
+
     from hybridstore.store import LOCK_STRIPES
 
-    # Ids whose locks share a file: each claim takes one and leaves the other claimable.
-    stripe = store._file_lock("job-0")
+    # Two stores stand for two processes: their locks on one stripe exclude each other.
+    claimer, other = JobStore(data_dir), JobStore(data_dir)
+    stripe = claimer._file_lock("job-0")
     twin = next(
-        f"job-{n}" for n in range(1, 50 * LOCK_STRIPES) if store._file_lock(f"job-{n}") is stripe
+        f"job-{n}" for n in range(1, 50 * LOCK_STRIPES) if claimer._file_lock(f"job-{n}") is stripe
     )
-    store.add(new_job(id="job-0"))
-    store.add(new_job(id=twin))
-    claimed = {store.claim_next("w").id, store.claim_next("w").id}  # type: ignore[union-attr]
-    assert claimed == {"job-0", twin}
+    claimer.add(new_job(id="job-0"))
+    claimer.add(new_job(id=twin))
+    assert claimer.claim_next("w").id == "job-0"  # type: ignore[union-attr]
+    held = threading.Event()
+
+    def heartbeat_of_job_0() -> None:  # holds the stripe the waiting twin shares
+        with other._lock("job-0"):
+            held.set()
+            time.sleep(0.3)
+
+    holder = threading.Thread(target=heartbeat_of_job_0)
+    holder.start()
+    held.wait()
+    # The only candidate's lock is busy because of another job: the claim waits for it
+    # instead of answering that no job is waiting.
+    got = claimer.claim_next("w")
+    holder.join()
+    assert got is not None and got.id == twin
+    claimer.close()
+    other.close()
 
 
 def test_a_failed_unlink_after_the_new_body_is_written_says_so(
