@@ -218,8 +218,10 @@ class MemoryJobRepository:
     def expire_overdue(self, now: datetime | None = None) -> list[RemoteJob]:
         now = resolve_now(now)
         with self._lock:
-            overdue = [j.id for j in self._jobs.values() if lifecycle.is_overdue(j, now)]
-            return [self._update(job_id, lambda j: lifecycle.expire(j, now)) for job_id in overdue]
+            overdue = [j for j in self._jobs.values() if lifecycle.is_overdue(j, now)]
+            # In lease order, then by id, as the other backends return them.
+            overdue.sort(key=lambda j: (j.timeout_at or now, j.id))
+            return [self._update(j.id, lambda j: lifecycle.expire(j, now)) for j in overdue]
 
     def cleanup(self, days_old: float = 7, now: datetime | None = None) -> int:
         with self._lock:

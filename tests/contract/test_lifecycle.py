@@ -160,6 +160,18 @@ def test_expire_overdue_retries_then_times_out(repo: JobRepository) -> None:
     assert repo.expire_overdue(now=later + timedelta(days=1)) == []
 
 
+def test_expire_overdue_returns_jobs_by_lease_end_then_id(repo: JobRepository) -> None:
+    first = repo.add(new_job())
+    second = repo.add(new_job())
+    long_lease = repo.claim_next("w1", lease_seconds=120)
+    short_lease = repo.claim_next("w2", lease_seconds=60)
+    assert long_lease is not None and long_lease.id == first.id
+    assert short_lease is not None and short_lease.id == second.id
+    # The job claimed second, and added second, runs out first: it comes first.
+    expired = repo.expire_overdue(now=utcnow() + timedelta(hours=1))
+    assert [j.id for j in expired] == [second.id, first.id]
+
+
 def test_expire_overdue_leaves_pending_deadlines_alone(repo: JobRepository) -> None:
     job = repo.add(new_job(timeout_at=utcnow() - timedelta(hours=1)))
     assert repo.expire_overdue() == []
