@@ -32,12 +32,29 @@ from pydantic import ValidationError
 from .errors import CorruptJobFile, StorageError, UnsupportedFileSystem
 from .model import JOB_ID_PATTERN, JobStatus, RemoteJob
 
-__all__ = ["JobFile", "Layout", "ScanEntry", "parse_job", "read_job_file", "write_atomic"]
+__all__ = [
+    "MAX_READ_BYTES",
+    "JobFile",
+    "Layout",
+    "ScanEntry",
+    "parse_job",
+    "read_job_file",
+    "write_atomic",
+]
 
 JOB_SUFFIX = ".json"
+#: No job file larger than this is read (256 MiB), whatever a store's own write limit:
+#: a bound on the memory one hostile file can take, far above any real job.
+MAX_READ_BYTES = 256 * 1024 * 1024
 TMP_SUFFIX = ".tmp"
 _OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _OPEN_WRITE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+# The temp files ``write_atomic`` makes: ``.<job id>.json.<12 hex digits>.tmp``.
+_TEMP_NAME = re.compile(
+    rf"\.({JOB_ID_PATTERN.pattern}){re.escape(JOB_SUFFIX)}\.[0-9a-f]{{12}}{re.escape(TMP_SUFFIX)}"
+)
 
 
 class _Duplicate(ValueError):
@@ -354,6 +371,13 @@ class Layout:
             for name in names:
                 if pattern.fullmatch(name):
                     yield directory / name
+
+    @staticmethod
+    def temp_owner(path: Path) -> str | None:
+        """The job id a temp file of ``write_atomic`` was written for, or None if the name
+        is not one ``write_atomic`` makes."""
+        match = _TEMP_NAME.fullmatch(path.name)
+        return match.group(1) if match else None
 
     def scan(self) -> Iterator[ScanEntry]:
         """Walk the six status directories (the only listing the store ever does)."""

@@ -28,10 +28,17 @@ __all__ = [
 ]
 
 
+MAX_LEASE_SECONDS = 366 * 86400
+
+
 def lease_delta(lease_seconds: float) -> timedelta:
-    """The lease as a timedelta; ``InvalidArgument`` unless it is positive."""
-    if not lease_seconds > 0:
-        raise InvalidArgument(f"lease_seconds must be positive, got {lease_seconds!r}")
+    """The lease as a timedelta; ``InvalidArgument`` unless it is positive and at most
+    ``MAX_LEASE_SECONDS`` (a year: longer would let a dead worker hold a job forever, and
+    far longer would overflow the datetime it is added to)."""
+    if not 0 < lease_seconds <= MAX_LEASE_SECONDS:
+        raise InvalidArgument(
+            f"lease_seconds must be positive and at most {MAX_LEASE_SECONDS}, got {lease_seconds!r}"
+        )
     return timedelta(seconds=lease_seconds)
 
 

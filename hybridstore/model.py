@@ -37,6 +37,10 @@ __all__ = [
 ]
 
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# What every backend can store: retry counts are 32-bit (PostgreSQL INTEGER), versions and
+# attempts 64-bit (SQLite INTEGER, PostgreSQL BIGINT). A body with more is refused.
+MAX_RETRIES_LIMIT = 2**31 - 1
+MAX_COUNTER = 2**63 - 1
 # Option and result values nested deeper than this could not be parsed back safely.
 MAX_JSON_DEPTH = 64
 
@@ -102,15 +106,26 @@ def resolve_now(now: datetime | None) -> datetime:
 
 
 def as_utc(value: datetime) -> datetime:
-    """``value`` as aware UTC; a naive datetime is read as UTC (as the older design wrote)."""
+    """``value`` as aware UTC; a naive datetime is read as UTC (as the older design wrote).
+
+    ``ValueError`` if the instant has no UTC datetime (``0001-01-01T00:00:00+05:00``)."""
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{value.isoformat()} is out of range in UTC") from None
 
 
 UTCDateTime = Annotated[datetime, AfterValidator(as_utc)]
 
 
+_COUNTER_LIMITS = (
+    ("version", MAX_COUNTER),
+    ("attempt", MAX_COUNTER),
+    ("retry_count", MAX_RETRIES_LIMIT),
+    ("max_retries", MAX_RETRIES_LIMIT),
+)
 _SCALARS = (str, int, bool, type(None))
 _WRITTEN_BY_US = {"written_by_us": True}
 
@@ -164,10 +179,10 @@ class RemoteJob(BaseModel):
     timeout_at: UTCDateTime | None = None
     error_message: str | None = None
     result_data: dict[str, Any] | None = None
-    retry_count: int = Field(default=0, ge=0)
-    max_retries: int = Field(default=3, ge=0)
-    version: int = Field(default=0, ge=0)
-    attempt: int = Field(default=0, ge=0)
+    retry_count: int = Field(default=0, ge=0, le=MAX_RETRIES_LIMIT)
+    max_retries: int = Field(default=3, ge=0, le=MAX_RETRIES_LIMIT)
+    version: int = Field(default=0, ge=0, le=MAX_COUNTER)
+    attempt: int = Field(default=0, ge=0, le=MAX_COUNTER)
 
     def __init__(self, **data: Any) -> None:
         # Raise the typed error itself (not a wrapped ValidationError) for a bad id.
@@ -240,6 +255,16 @@ class RemoteJob(BaseModel):
             "max_retries": self.max_retries,
             "timeout_at": iso(self.timeout_at),
         }
+
+    def check_storable(self) -> None:
+        """``InvalidArgument`` naming the job and field if a counter grew past what every
+        backend can store (a version or attempt incremented from the limit: a hostile
+        body, in practice). Validation covers the rest; this catches what a
+        ``model_copy(update=...)`` skipped it for."""
+        for name, limit in _COUNTER_LIMITS:
+            value = getattr(self, name)
+            if value > limit:
+                raise InvalidArgument(f"job {self.id!r}: {name} {value} is over {limit}")
 
     def to_json(self) -> bytes:
         """The stored body: one UTF-8 JSON object, id under ``id``."""

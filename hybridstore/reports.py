@@ -30,7 +30,9 @@ class ReindexReport:
         return asdict(self)
 
 
-# Kinds of drift ``verify`` reports; "foreign" entries are reported but are not drift.
+# Kinds of drift ``verify`` reports. Also reported, not drift: "foreign" entries, and
+# "busy" jobs whose lock a writer held for the whole check (a write in flight, or a writer
+# stopped mid-write): checked by the next run.
 DRIFT_KINDS = (
     "missing",  # a valid job file without a row
     "stale",  # a row that differs from its file
@@ -59,7 +61,7 @@ class VerifyReport:
         return not self.drift
 
     def counts(self) -> dict[str, int]:
-        found = {kind: 0 for kind in (*DRIFT_KINDS, "foreign")}
+        found = {kind: 0 for kind in (*DRIFT_KINDS, "foreign", "busy")}
         for problem in self.problems:
             found[problem.kind] += 1
         return found
@@ -80,10 +82,13 @@ class RepairReport:
     found: VerifyReport
     actions: list[str] = field(default_factory=list)
     quarantined: list[str] = field(default_factory=list)
+    #: Jobs left alone because a writer held their lock throughout: repaired next time.
+    busy: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "found": self.found.to_dict(),
             "actions": self.actions,
             "quarantined": self.quarantined,
+            "busy": self.busy,
         }

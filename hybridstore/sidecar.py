@@ -31,9 +31,13 @@ from .errors import LockTimeout, SchemaError, StorageError
 from .migrations import Migration, load_migrations
 from .model import JobStatus, RemoteJob
 
-__all__ = ["SIDECAR_NAME", "Row", "Sidecar", "row_for", "row_matches", "to_us"]
+__all__ = ["FOREIGN", "SIDECAR_NAME", "Row", "Sidecar", "row_for", "row_matches", "to_us"]
 
 SIDECAR_NAME = "hybridstore.sqlite3"
+#: ``Sidecar.health``'s verdict on another tool's SQLite database in the sidecar's place.
+FOREIGN = "not a hybridstore sidecar (another tool's SQLite database?)"
+# SQLite result codes that mean the file itself is damaged (SQLITE_CORRUPT, SQLITE_NOTADB).
+_DAMAGED = frozenset({11, 26})
 _HEADER = b"SQLite format 3\x00"
 # Connections abandoned in a forked child: closing them there could checkpoint or unlock
 # on the parent's behalf, so they are kept alive and never touched again.
@@ -45,9 +49,14 @@ _ABANDONED: list[sqlite3.Connection] = []
 # child's own new connection wait forever for a write lock that nobody holds.
 _LIVE: weakref.WeakSet[Sidecar] = weakref.WeakSet()
 _HELD: list[Sidecar] = []
+# The sidecar of each directory this process has open, shared by all its stores: see
+# ``Sidecar.shared``.
+_SHARED: dict[str, Sidecar] = {}
+_SHARED_LOCK = threading.Lock()
 
 
 def _before_fork() -> None:
+    _SHARED_LOCK.acquire()  # first, as ``Sidecar.release`` takes it before a sidecar's lock
     for sidecar in list(_LIVE):
         sidecar.lock.acquire()
         _HELD.append(sidecar)
@@ -56,11 +65,17 @@ def _before_fork() -> None:
 def _after_fork_in_parent() -> None:
     while _HELD:
         _HELD.pop().lock.release()
+    _SHARED_LOCK.release()
 
 
 def _after_fork_in_child() -> None:
     while _HELD:
         _HELD.pop().lock = threading.RLock()
+    # The parent's stores are not the child's users: the child's own opens count anew.
+    for sidecar in _SHARED.values():
+        sidecar.users.clear()
+    global _SHARED_LOCK
+    _SHARED_LOCK = threading.Lock()
 
 
 os.register_at_fork(
@@ -184,17 +199,88 @@ def storage_error(path: Path, exc: sqlite3.Error) -> StorageError | None:
     return StorageError(path, OSError(number, f"sidecar: {exc}"))
 
 
+# One read-only descriptor per database file (by device and inode) that this process ever
+# read a header from, kept open until the process ends. Closing *any* descriptor of a file
+# drops every POSIX lock the process holds on it, SQLite's included: a header read through
+# a descriptor that is then closed would drop the shared lock by which a live connection
+# of this process (of this or another store, or one not yet collected) tells other
+# processes not to checkpoint and delete the WAL under it. Its later commits would then be
+# invisible to every other process.
+_HEADER_FDS: dict[tuple[int, int], int] = {}
+
+
+def _read_header(path: Path) -> bytes:
+    """The first 100 bytes of ``path`` (fewer if it is shorter), never closing a
+    descriptor of it."""
+    info = os.stat(path)
+    key = (info.st_dev, info.st_ino)
+    with _SHARED_LOCK:
+        fd = _HEADER_FDS.get(key)
+        if fd is None:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            opened = os.fstat(fd)
+            if (opened.st_dev, opened.st_ino) != key:
+                # Replaced between the stat and the open: keep it under its own key.
+                _HEADER_FDS[(opened.st_dev, opened.st_ino)] = fd
+                raise FileNotFoundError(errno.ENOENT, "replaced while opened", str(path))
+            _HEADER_FDS[key] = fd
+    return os.pread(fd, 100, 0)
+
+
 class Sidecar:
-    """One connection to the sidecar database, shared by the threads of one store.
+    """One connection to the sidecar database, shared by every store of one process on one
+    directory and by their threads (``Sidecar.shared``).
 
     A lock serialises the connection between threads; a fork is noticed by pid and the
     child opens its own connection.
+
+    Why one per process: one connection per directory is all a process needs (WAL readers
+    do not block each other; writers queue on the gate anyway), and a store opened per
+    request then costs no health check, no migration check and no intent recovery.
     """
+
+    @classmethod
+    def shared(cls, path: Path, user: object, *, gate: Path | None = None) -> Sidecar:
+        """This process's sidecar at ``path``, created on first use, for ``user`` (a store),
+        who must ``release`` it."""
+        key = os.path.realpath(path)
+        with _SHARED_LOCK:
+            sidecar = _SHARED.get(key)
+            if sidecar is None:
+                sidecar = cls(path, gate=gate)
+                _SHARED[key] = sidecar
+            sidecar.users.add(id(user))
+            return sidecar
+
+    def release(self, user: object) -> None:
+        """``user`` is done with a ``shared`` sidecar: the last one clears this process's
+        finished intents and closes the connection. (A store inherited across fork() is
+        no user in the child: its close leaves the child's connection to the child's own
+        stores, or to the process's end.)"""
+        # Closed under the registry's lock: a store opening meanwhile would otherwise make
+        # a second sidecar and read the header while this connection still holds locks.
+        with _SHARED_LOCK:
+            if id(user) not in self.users:
+                return
+            self.users.discard(id(user))
+            if self.users:
+                return
+            with self.lock:
+                # If that fails they stay, harmlessly: the next open checks and clears them.
+                if self.is_open():
+                    with contextlib.suppress(sqlite3.Error, StorageError, LockTimeout):
+                        self.flush_settled()
+                self.close()
+            key = os.path.realpath(self.path)
+            if _SHARED.get(key) is self:
+                del _SHARED[key]
 
     def __init__(self, path: Path, *, gate: Path | None = None, busy_timeout: float = 60.0) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
         self.lock = threading.RLock()
+        #: The stores of this process using this sidecar (``shared``/``release``), by id.
+        self.users: set[int] = set()
         _LIVE.add(self)
         self._db: sqlite_utils.Database | None = None
         self._pid = 0
@@ -242,6 +328,11 @@ class Sidecar:
                 self._inode = os.stat(self.path).st_ino
             except FileNotFoundError:
                 self._inode = 0  # deleted as we opened it: ``replaced()`` says so
+
+    def is_open(self) -> bool:
+        """Whether this process has a connection open (one inherited across fork() does
+        not count)."""
+        return self._db is not None and self._pid == os.getpid()
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -374,8 +465,7 @@ class Sidecar:
     def health(self) -> str | None:
         """None if the file looks like a usable database, else why it is not."""
         try:
-            with open(self.path, "rb") as handle:
-                header = handle.read(100)
+            header = _read_header(self.path)
         except FileNotFoundError:
             return "missing"
         except OSError as exc:
@@ -396,13 +486,33 @@ class Sidecar:
             return "missing"  # deleted while we looked at it
         try:
             with self.lock:
-                tables = set(self.db.table_names())
-                if tables and "schema_migrations" not in tables:
-                    return "not a hybridstore sidecar"
-                if "jobs" in tables:
-                    self.conn.execute("SELECT count(*) FROM jobs").fetchone()
+                return self._foreign()
         except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _DAMAGED:
+                # Busy, locked, an I/O error while another process opens or closes it:
+                # no verdict on the file, which other processes may be using.
+                raise StorageError(self.path, OSError(errno.EIO, f"sidecar: {exc}")) from exc
             return f"unreadable: {exc}"
+
+    def _foreign(self) -> str | None:
+        """Why a readable SQLite database is not a hybridstore sidecar, or None if it is
+        one (or empty)."""
+        tables = set(self.db.table_names())
+        if not tables:
+            return None
+        if "schema_migrations" not in tables:
+            return FOREIGN
+        known = {m.version: m.name for m in load_migrations("sidecar")}
+        try:
+            applied = dict(self.conn.execute("SELECT version, name FROM schema_migrations"))
+        except sqlite3.OperationalError:
+            return FOREIGN  # a schema_migrations table of another shape
+        if any(known.get(version, name) != name for version, name in applied.items()):
+            return FOREIGN  # another tool's migrations
+        if applied and "jobs" not in tables:
+            return "damaged: the jobs table is missing"
+        if "jobs" in tables:
+            self.conn.execute("SELECT count(*) FROM jobs").fetchone()
         return None
 
     def schema_version(self) -> int:
@@ -554,8 +664,26 @@ class Sidecar:
         conn.execute("UPDATE intents SET token = ''")
 
     @staticmethod
-    def clear_intent(conn: sqlite3.Connection, job_id: str) -> None:
-        conn.execute("DELETE FROM intents WHERE job_id = ?", (job_id,))
+    def clear_intent(conn: sqlite3.Connection, job_id: str, token: str | None = None) -> None:
+        """Delete the job's intent; only if it still carries ``token`` when one is given.
+
+        Whoever judged a write by its intent without holding the files still (a check
+        that read the intent before a rebuild disowned it) must name the token it judged.
+        """
+        if token is None:
+            conn.execute("DELETE FROM intents WHERE job_id = ?", (job_id,))
+        else:
+            conn.execute("DELETE FROM intents WHERE job_id = ? AND token = ?", (job_id, token))
+
+    @staticmethod
+    def rows_of(conn: sqlite3.Connection, job_ids: Iterable[str]) -> dict[str, Row]:
+        """The current rows of ``job_ids`` (those that have one), inside a transaction."""
+        found: dict[str, Row] = {}
+        for job_id in job_ids:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is not None:
+                found[job_id] = Row(*row)
+        return found
 
     @staticmethod
     def drop_row(conn: sqlite3.Connection, job_id: str) -> None:

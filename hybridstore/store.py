@@ -54,6 +54,7 @@ from .errors import (
     VersionConflict,
 )
 from .files import (
+    MAX_READ_BYTES,
     JobFile,
     Layout,
     check_local_file_system,
@@ -62,6 +63,7 @@ from .files import (
     remove_file,
     write_atomic,
 )
+from .migrations import Migration
 from .model import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -74,7 +76,7 @@ from .model import (
 )
 from .reports import Problem, ReindexReport, RepairReport, VerifyReport
 from .repository import Filter, check_page, claim_arguments, filter_values
-from .sidecar import SIDECAR_NAME, Row, Sidecar, row_for, row_matches, to_us
+from .sidecar import FOREIGN, SIDECAR_NAME, Row, Sidecar, row_for, row_matches, to_us
 from .transfer import ImportResult, import_action
 
 __all__ = ["DEFAULT_MAX_JOB_BYTES", "JobStore"]
@@ -82,6 +84,10 @@ __all__ = ["DEFAULT_MAX_JOB_BYTES", "JobStore"]
 log = structlog.get_logger("hybridstore")
 
 DEFAULT_MAX_JOB_BYTES = 8 * 1024 * 1024
+# How long a sweep waits, the second time, for a job whose lock was busy the first.
+BUSY_RETRY_WAIT = 0.25
+# How often (seconds) an open may look for temp files left by killed writers.
+TEMP_SWEEP_EVERY = 60
 # A temp file older than this cannot belong to a write still in flight.
 TEMP_MAX_AGE = 15 * 60
 # How many claim candidates one sidecar query fetches.
@@ -93,6 +99,10 @@ CLAIM_BATCH = 16
 LOCK_STRIPES = 1024
 
 ProgressCallback = Callable[[int, int], None]
+# Writes that carry no new content from the caller: ``max_job_bytes`` limits what a caller
+# stores (add, save, import, a result, an error), not the bookkeeping of a job that another
+# process stored under a larger limit.
+_UNLIMITED = frozenset({"claim", "heartbeat", "expire", "cancel"})
 
 
 _STATUSES = {status.value: status for status in JobStatus}
@@ -109,8 +119,10 @@ class JobStore:
     else ``./data/remote_jobs``; it is created if absent. ``durable=True`` fsyncs every
     write (file and directory) before the call returns. ``lock_timeout`` bounds the wait for
     a job's lock (``LockTimeout``). ``max_job_bytes`` refuses larger bodies before anything
-    is written. Opening repairs what a crashed process left behind and rebuilds a sidecar
-    that is missing or unreadable; a sidecar of a newer schema raises ``SchemaError``.
+    is written; it limits writes only: jobs stored by a process with a larger limit are
+    read (up to ``files.MAX_READ_BYTES``). Opening repairs what a crashed process left
+    behind and rebuilds a sidecar that is missing or unreadable; a sidecar of a newer
+    schema raises ``SchemaError``.
 
     One store may be shared by the threads of a process, and survives ``fork()``; any
     number of processes may open the same directory.
@@ -129,6 +141,10 @@ class JobStore:
         self.durable = durable
         self.lock_timeout = lock_timeout
         self.max_job_bytes = max_job_bytes
+        # The size limit is for writes. A job another process stored under a larger limit
+        # is valid and read whole, up to a sanity bound: never unindexed or quarantined
+        # because this process was configured smaller.
+        self._read_limit = max(max_job_bytes, MAX_READ_BYTES)
         self.layout = Layout(self.data_dir)
         if check_file_system:
             # Before creating anything: nothing is written on a file system we refuse.
@@ -136,11 +152,27 @@ class JobStore:
         self.layout.create()
         self._locks: dict[str, FileLock] = {}
         self._locks_pid = os.getpid()
-        self._sidecar = Sidecar(
-            self.data_dir / SIDECAR_NAME, gate=self.layout.lock_path(".sidecar-writes")
+        self.last_skipped: list[str] = []
+        #: Sidecar migrations this open applied (all of them for a new sidecar).
+        self.migrations_applied: list[Migration] = []
+        # One sidecar connection per process and directory, whatever the number of stores.
+        self._sidecar = Sidecar.shared(
+            self.data_dir / SIDECAR_NAME, self, gate=self.layout.lock_path(".sidecar-writes")
         )
-        self._open_sidecar()
-        self._recover_intents()
+        self._closed = False
+        try:
+            with self._sidecar.lock:
+                first = not self._sidecar.is_open() or self._sidecar.replaced()
+                if first:
+                    if self._sidecar.is_open():
+                        self._sidecar.close()
+                    self._open_sidecar()
+            self._recover_intents()
+            if first:
+                self._collect_dead_temps()
+        except BaseException:
+            self.close()
+            raise
 
     def __repr__(self) -> str:
         return f"JobStore({str(self.data_dir)!r})"
@@ -151,7 +183,7 @@ class JobStore:
         """Connect, migrate, and rebuild from the files when the sidecar is not usable."""
         sidecar = self._sidecar
         with self._lock(".sidecar", self.lock_timeout * 12):
-            problem = sidecar.health()
+            problem = self._sidecar_health()
             if problem == "missing":
                 # A -wal or -shm left from a deleted database must not be replayed into
                 # the new one.
@@ -159,8 +191,9 @@ class JobStore:
                     Path(f"{sidecar.path}{suffix}").unlink(missing_ok=True)
             elif problem is not None:
                 sidecar.close()
+                kind = "foreign" if problem == FOREIGN else "corrupt"
                 aside = sidecar.path.with_name(
-                    f"{sidecar.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
+                    f"{sidecar.path.name}.{kind}-{time.strftime('%Y%m%dT%H%M%S')}"
                 )
                 os.replace(sidecar.path, aside)
                 for suffix in ("-wal", "-shm"):
@@ -170,7 +203,6 @@ class JobStore:
                 )
             sidecar.connect()
             old_version = sidecar.schema_version()
-            #: Sidecar migrations this open applied (all of them for a new sidecar).
             self.migrations_applied = sidecar.migrate()
             # The sidecar is not fsynced: a machine crash can lose its last commits (and
             # the intents that would point at them), so each boot starts from the files.
@@ -199,6 +231,19 @@ class JobStore:
                     with sidecar.transaction() as conn:
                         Sidecar.set_meta(conn, "boot_id", boot)
 
+    def _sidecar_health(self) -> str | None:
+        """``Sidecar.health``, asked again a few times while SQLite gives no verdict (an
+        I/O error or a busy file while another process opens or closes the database)."""
+        for attempt in range(5):
+            try:
+                return self._sidecar.health()
+            except StorageError:
+                self._sidecar.close()
+                if attempt == 4:
+                    raise
+                time.sleep(0.01 * 2**attempt)
+        raise AssertionError("unreachable")
+
     @property
     def schema_version(self) -> int:
         """The sidecar's schema version (the highest migration applied)."""
@@ -214,16 +259,17 @@ class JobStore:
         if self._sidecar.replaced():
             log.warning("sidecar_replaced", path=str(self._sidecar.path))
             with self._sidecar.lock:
-                self._sidecar.close()
-                self._open_sidecar()
+                if self._sidecar.replaced():  # unless another thread just reopened it
+                    self._sidecar.close()
+                    self._open_sidecar()
 
     def close(self) -> None:
-        """Clear the intents of this store's finished writes and close the sidecar
-        connection. The store must not be used afterwards."""
-        # If that fails they stay, harmlessly: the next open checks and clears them.
-        with contextlib.suppress(sqlite3.Error, StorageError, LockTimeout):
-            self._sidecar.flush_settled()
-        self._sidecar.close()
+        """Let go of the sidecar: the last store of the process on this directory clears
+        the intents of the process's finished writes and closes the connection. The store
+        must not be used afterwards."""
+        if not self._closed:
+            self._closed = True
+            self._sidecar.release(self)
 
     def __enter__(self) -> JobStore:
         return self
@@ -267,6 +313,36 @@ class JobStore:
         finally:
             lock.release()
 
+    def _each_locked(self, job_ids: Iterable[str], sweep: str) -> Iterator[str]:
+        """Yield each job id while holding its lock, skipping jobs a writer keeps locked.
+
+        A sweep over many jobs (expiry, cleanup, verify, repair) must not fail, or wait
+        ``lock_timeout`` per job, because one writer is stopped inside a write (SIGSTOP, a
+        long fsync): like ``SKIP LOCKED``, a busy job is passed over, asked again once
+        after the others, and then left to the next sweep (logged as ``skipped_busy_jobs``;
+        ``self.last_skipped`` names them)."""
+        busy: list[str] = []
+        for job_id in job_ids:
+            lock = self._try_lock(job_id)
+            if lock is None:
+                busy.append(job_id)
+                continue
+            try:
+                yield job_id
+            finally:
+                lock.release()
+        skipped: list[str] = []
+        for job_id in busy:
+            try:
+                with self._lock(job_id, min(self.lock_timeout, BUSY_RETRY_WAIT)):
+                    yield job_id
+            except LockTimeout:
+                skipped.append(job_id)
+        #: The jobs the last sweep of this store passed over, busy.
+        self.last_skipped = skipped
+        if skipped:
+            log.warning("skipped_busy_jobs", sweep=sweep, jobs=skipped[:20], count=len(skipped))
+
     def _try_lock(self, job_id: str) -> FileLock | None:
         lock = self._file_lock(job_id)
         try:
@@ -282,7 +358,7 @@ class JobStore:
     def _read(self, job_id: str, status: JobStatus, *, strict: bool = True) -> JobFile:
         return read_job_file(
             self.layout.job_file(status, job_id),
-            self.max_job_bytes,
+            self._read_limit,
             job_id,
             status,
             strict=strict,
@@ -344,8 +420,9 @@ class JobStore:
                 # Only a job built without validation (``model_construct``) gets here; its
                 # status names a directory, so it is checked before anything is touched.
                 new = new.model_copy(update={"status": parse_status(new.status)})
+            new.check_storable()
             body = new.to_json()
-            if len(body) > self.max_job_bytes:
+            if len(body) > self.max_job_bytes and operation not in _UNLIMITED:
                 raise JobTooLarge(job_id, len(body), self.max_job_bytes)
         old_status = current.status if current is not None else None
         token = secrets.token_hex(8)
@@ -380,7 +457,7 @@ class JobStore:
                     raise
                 raise StorageError(exc.path, exc.cause, in_place=True) from exc
             # Nothing changed on disk: put the row back as it was.
-            self._restore_quietly(job_id, row_before)
+            self._restore_quietly(job_id, row_before, token)
             raise
         self._sidecar.settle(job_id, token)
         if self._sidecar.replaced() or self._sidecar.generation != connection:
@@ -392,14 +469,15 @@ class JobStore:
             self._repair_locked(job_id)
         return new
 
-    def _restore_quietly(self, job_id: str, row: Row | None) -> None:
+    def _restore_quietly(self, job_id: str, row: Row | None, token: str) -> None:
         # If that fails too, the intent stays: the next touch of the job re-derives its row.
         with (
             contextlib.suppress(sqlite3.Error, StorageError, LockTimeout),
             self._sidecar.transaction() as conn,
         ):
             Sidecar.write_row(conn, job_id, row)
-            Sidecar.clear_intent(conn, job_id)
+            # By token: a rebuild meanwhile disowned it, and its row may predate ``row``.
+            Sidecar.clear_intent(conn, job_id, token)
 
     def _update(
         self, job_id: str, change: Callable[[RemoteJob], RemoteJob], operation: str
@@ -471,6 +549,29 @@ class JobStore:
         actions.append(f"reindexed {job_id}" if winner else f"dropped row of {job_id}")
         return actions, quarantined
 
+    def _collect_dead_temps(self) -> None:
+        """Remove the temp files no write owns any more, at most once a ``TEMP_SWEEP_EVERY``
+        per directory (it lists every status directory).
+
+        A write holds its job's lock from before it creates its temp file until after it
+        renames it, so a temp file that still exists once we hold that lock is dead (its
+        writer was killed): no need to wait ``TEMP_MAX_AGE`` for ``repair``."""
+        last = self._sidecar.get_meta("temps_swept_us")
+        if last is not None and _now_us() - int(last) < TEMP_SWEEP_EVERY * 1_000_000:
+            return
+        with self._sidecar.transaction() as conn:
+            Sidecar.set_meta(conn, "temps_swept_us", str(_now_us()))
+        temps = [e.path for e in self.layout.scan() if e.kind == "temp"]
+        owners = {path: self.layout.temp_owner(path) for path in temps}
+        removed = []
+        for job_id in self._each_locked({o for o in owners.values() if o}, "temps"):
+            for path, owner in owners.items():
+                if owner == job_id and os.path.lexists(path):
+                    Path(path).unlink(missing_ok=True)
+                    removed.append(str(path))
+        if removed:
+            log.warning("removed_dead_temp_files", count=len(removed), files=removed[:20])
+
     def _recover_intents(self) -> int:
         """Check the jobs named by other processes' intents: drop the intents of finished
         writes, repair the jobs whose writer died mid-write; return how many were repaired.
@@ -493,7 +594,8 @@ class JobStore:
                         settled = False  # the repair leaves the file out of the index
                     if settled:
                         with self._sidecar.transaction() as conn:
-                            Sidecar.clear_intent(conn, job_id)
+                            # By token: a rebuild since our look may have disowned it.
+                            Sidecar.clear_intent(conn, job_id, token)
                     else:
                         self._repair_locked(job_id)
                         recovered += 1
@@ -595,6 +697,17 @@ class JobStore:
         gc.disable()
         try:
             return [RemoteJob.from_json(body) for body in bodies]
+        except ValueError:
+            # A copy indexed before this version refused what its file holds (a value out
+            # of range): left out of the answer, as its file is of a rebuild; ``verify``
+            # reports it and ``repair`` quarantines it.
+            jobs = []
+            for body in bodies:
+                try:
+                    jobs.append(RemoteJob.from_json(body))
+                except ValueError as exc:
+                    log.warning("skipped_invalid_index_copy", reason=str(exc).splitlines()[0])
+            return jobs
         finally:
             if collecting:
                 gc.enable()
@@ -649,7 +762,10 @@ class JobStore:
         """Terminal jobs finished before ``now - days_old`` (finished = ``completed_at``,
         else the time of the job's last write)."""
         self._ready()
-        cutoff = to_us(resolve_now(now) - timedelta(days=days_old))
+        try:
+            cutoff = to_us(resolve_now(now) - timedelta(days=days_old))
+        except (OverflowError, TypeError, ValueError):
+            raise InvalidArgument(f"days_old must be a number of days, got {days_old!r}") from None
         return self._parse_bodies(
             self._sidecar.bodies_before("finished_us", sorted(TERMINAL_STATUSES), cutoff)
         )
@@ -681,8 +797,12 @@ class JobStore:
         ``worker_id``; None when no job is waiting."""
         wanted = claim_arguments(worker_id, content_types, lease_seconds)
         self._ready()
+        # Jobs that cannot be claimed at all (a counter at its limit): passed over.
+        unclaimable: set[str] = set()
+        deadline = time.monotonic() + self.lock_timeout
         while True:
-            candidates = self._sidecar.claim_candidates(wanted, CLAIM_BATCH)
+            found = self._sidecar.claim_candidates(wanted, CLAIM_BATCH + len(unclaimable))
+            candidates = [job_id for job_id in found if job_id not in unclaimable]
             if not candidates:
                 # A job whose claim was interrupted looks processing until it is repaired.
                 if self._sidecar.unsettled_intents() and self._recover_intents():
@@ -691,7 +811,12 @@ class JobStore:
             busy = 0
             while candidates:
                 job_id = candidates.pop(0)
-                locked, claimed = self._try_claim(job_id, worker_id, wanted, lease_seconds)
+                try:
+                    locked, claimed = self._try_claim(job_id, worker_id, wanted, lease_seconds)
+                except InvalidArgument as exc:
+                    log.warning("unclaimable_job", job_id=job_id, reason=str(exc))
+                    unclaimable.add(job_id)
+                    continue
                 if claimed is not None:
                     return claimed
                 if locked:
@@ -701,6 +826,9 @@ class JobStore:
                 # colliding with them again on every next candidate.
                 random.shuffle(candidates)
             if busy and not candidates:
+                if time.monotonic() > deadline:
+                    # Every candidate stayed locked for the whole wait.
+                    raise LockTimeout(None, self.lock_timeout, self.layout.locks)
                 time.sleep(0.0005)  # every candidate is mid-claim elsewhere
 
     def _load_for_batch(self, job_id: str) -> RemoteJob | None:
@@ -795,25 +923,23 @@ class JobStore:
         now = resolve_now(now)
         self._recover_intents()
         changed = []
-        for job_id in self._sidecar.ids_timed_out(JobStatus.PROCESSING, to_us(now)):
-            with self._lock(job_id):
-                current = self._load_for_batch(job_id)
-                if current is not None and lifecycle.is_overdue(current, now):
-                    changed.append(
-                        self._store_next(current, lifecycle.expire(current, now), "expire")
-                    )
+        overdue = self._sidecar.ids_timed_out(JobStatus.PROCESSING, to_us(now))
+        for job_id in self._each_locked(overdue, "expire"):
+            current = self._load_for_batch(job_id)
+            if current is not None and lifecycle.is_overdue(current, now):
+                changed.append(self._store_next(current, lifecycle.expire(current, now), "expire"))
         return changed
 
     def cleanup(self, days_old: float = 7, now: datetime | None = None) -> int:
         """Delete ``old_jobs(days_old, now)``; return how many were deleted."""
         deleted = 0
-        for old in self.old_jobs(days_old, now):
-            with self._lock(old.id):
-                current = self._load_for_batch(old.id)
-                # Only if nobody changed it since the query picked it.
-                if current is not None and current.version == old.version:
-                    self._commit(old.id, current, None, "cleanup")
-                    deleted += 1
+        old = {job.id: job.version for job in self.old_jobs(days_old, now)}
+        for job_id in self._each_locked(old, "cleanup"):
+            current = self._load_for_batch(job_id)
+            # Only if nobody changed it since the query picked it.
+            if current is not None and current.version == old[job_id]:
+                self._commit(job_id, current, None, "cleanup")
+                deleted += 1
         return deleted
 
     # -- rebuild, verify, repair ---------------------------------------------------------
@@ -826,18 +952,24 @@ class JobStore:
         ``progress(done, total)`` is called as files are read.
         """
         self._ready()
-        return self._rebuild(progress)
+        report = self._rebuild(progress)
+        # Check the writes the rebuild met in flight as soon as they are over.
+        self._recover_intents()
+        return report
 
     def _rebuild(self, progress: ProgressCallback | None) -> ReindexReport:
         started = time.perf_counter()
         report = ReindexReport()
         with self._sidecar.transaction() as conn:
-            # Holding the write lock while scanning: a write that lands meanwhile either
-            # waits for us or already changed the files we are about to read.
-            # A job with an intent may be met in two directories because its write is in
-            # flight (renamed, old file not yet unlinked): not a duplicate to report.
+            # Holding the write gate while scanning, no write can commit: every write that
+            # may change files during the scan committed its row and intent before it. The
+            # scan can meet such a job mid-write (in no directory between two listings, in
+            # two directories between a rename and an unlink), so its row is not taken from
+            # the scan: it keeps the row its writer committed, which leads the files. Its
+            # intent is disowned, so that no writer or check clears it as settled: the job
+            # is checked against its files once the write is over (``_recover_intents``).
             in_flight = {r[0] for r in conn.execute("SELECT job_id FROM intents")}
-            # The scan may catch a job mid-write: its intent must outlive this rebuild.
+            kept = Sidecar.rows_of(conn, in_flight)
             Sidecar.disown_intents(conn)
             entries = list(self.layout.scan())
             total = sum(1 for e in entries if e.kind == "job")
@@ -852,9 +984,7 @@ class JobStore:
                     continue
                 assert entry.job_id is not None
                 try:
-                    found = read_job_file(
-                        entry.path, self.max_job_bytes, entry.job_id, entry.status
-                    )
+                    found = read_job_file(entry.path, self._read_limit, entry.job_id, entry.status)
                 except FileNotFoundError:
                     continue
                 except CorruptJobFile as exc:
@@ -883,6 +1013,11 @@ class JobStore:
                 done += 1
                 if progress is not None and (done % 500 == 0 or done == total):
                     progress(done, total)
+            for job_id in in_flight:
+                if job_id in kept:
+                    best[job_id] = kept[job_id]
+                else:
+                    best.pop(job_id, None)  # a delete in flight, or never indexed
             Sidecar.replace_all_rows(conn, best.values())
             report.indexed = len(best)
         report.seconds = time.perf_counter() - started
@@ -911,9 +1046,7 @@ class JobStore:
                 assert entry.job_id is not None
                 seen[entry.job_id] = seen.get(entry.job_id, 0) + 1
                 try:
-                    found = read_job_file(
-                        entry.path, self.max_job_bytes, entry.job_id, entry.status
-                    )
+                    found = read_job_file(entry.path, self._read_limit, entry.job_id, entry.status)
                 except (FileNotFoundError, CorruptJobFile):
                     suspects.add(entry.job_id)
                     continue
@@ -924,9 +1057,11 @@ class JobStore:
         suspects.update(job_id for job_id in rows if job_id not in seen)
         suspects.update(self._sidecar.unsettled_intents())
         report.jobs = len(seen)
-        for job_id in sorted(suspects):
-            with self._lock(job_id):
-                report.problems.extend(self._check_locked(job_id))
+        for job_id in self._each_locked(sorted(suspects), "verify"):
+            report.problems.extend(self._check_locked(job_id))
+        for job_id in self.last_skipped:
+            path = str(self.layout.locks)
+            report.problems.append(Problem("busy", path, "a writer held its lock", job_id))
         return report
 
     def _check_locked(self, job_id: str) -> list[Problem]:
@@ -957,7 +1092,8 @@ class JobStore:
                 problems.append(
                     Problem("stale", str(path), "index row differs from the file", job_id)
                 )
-        elif row is not None:
+        elif row is not None and not invalid:
+            # (With an unreadable copy, that copy is the problem, reported above.)
             where = self.layout.job_path(JobStatus(row.status), job_id)
             problems.append(Problem("orphaned", str(where), "index row has no file", job_id))
         return problems
@@ -969,11 +1105,16 @@ class JobStore:
         found = self.verify()
         report = RepairReport(found=found)
         jobs = sorted({p.job_id for p in found.drift if p.job_id is not None})
-        for job_id in jobs:
-            with self._lock(job_id):
-                actions, quarantined = self._repair_locked(job_id, quarantine_invalid=True)
+        for job_id in self._each_locked(jobs, "repair"):
+            actions, quarantined = self._repair_locked(job_id, quarantine_invalid=True)
             report.actions.extend(actions)
             report.quarantined.extend(str(path) for path in quarantined)
+        report.busy = sorted(
+            {
+                *self.last_skipped,
+                *(p.job_id for p in found.problems if p.kind == "busy" and p.job_id),
+            }
+        )
         for problem in found.drift:
             if problem.kind == "temp":
                 Path(problem.path).unlink(missing_ok=True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -255,29 +257,47 @@ def test_each_write_is_one_sidecar_commit(store: JobStore, monkeypatch: pytest.M
     assert len(commits) == 5
 
 
+def _producer(data_dir: Path, added: Any, go: Any, ids: Any) -> None:
+    """Another process: adds a job, and a second one when told, then closes."""
+    with JobStore(data_dir) as producer:
+        first = producer.add(new_job())
+        ids.put(first.id)
+        assert [job_id for job_id, _ in producer._sidecar.intents()] == [first.id]
+        assert producer._sidecar.unsettled_intents() == []  # its own, finished
+        added.set()
+        go.wait(30)
+        second = producer.add(new_job())  # clears nothing of the worker's
+        ids.put(second.id)
+
+
 def test_intents_of_finished_writes_are_cleared_later_and_never_repaired(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Two stores on one directory stand for two processes: each knows only its own writes.
-    producer, worker = JobStore(data_dir), JobStore(data_dir)
-    first = producer.add(new_job())
-    assert producer._sidecar.intents()[0][0] == first.id  # left for the next write
-    assert producer._sidecar.unsettled_intents() == []
-    assert worker._sidecar.unsettled_intents() == [first.id]
+    worker = JobStore(data_dir)
+    fork = multiprocessing.get_context("fork")
+    added, go, ids = fork.Event(), fork.Event(), fork.Queue()
+    producer = fork.Process(target=_producer, args=(data_dir, added, go, ids))
+    producer.start()
+    assert added.wait(30)
+    first_id = ids.get(timeout=30)
+    assert worker._sidecar.unsettled_intents() == [first_id]  # the producer's, left for later
 
     def no_repair(job_id: str, **kwargs: object) -> object:
         raise AssertionError(f"{job_id} was repaired, but its write had finished")
 
     monkeypatch.setattr(worker, "_repair_locked", no_repair)
     claimed = worker.claim_next("w")  # checks the producer's intent against the files
-    assert claimed is not None and claimed.id == first.id
-    assert [job_id for job_id, _ in worker._sidecar.intents()] == [first.id]  # now the worker's
-    second = producer.add(new_job())  # clears nothing of the worker's, records its own
-    assert sorted(job_id for job_id, _ in producer._sidecar.intents()) == sorted(
-        [first.id, second.id]
-    )
-    worker.close()
-    producer.close()  # each close clears its own
+    assert claimed is not None and claimed.id == first_id
+    assert [job_id for job_id, _ in worker._sidecar.intents()] == [first_id]  # now the worker's
+    assert worker._sidecar.unsettled_intents() == []
+    go.set()
+    second_id = ids.get(timeout=30)
+    producer.join(30)
+    assert producer.exitcode == 0
+    # The producer's close cleared its own second intent, and left the worker's.
+    assert [job_id for job_id, _ in worker._sidecar.intents()] == [first_id]
+    assert second_id != first_id
+    worker.close()  # clears its own
     with JobStore(data_dir) as reopened:
         assert reopened._sidecar.intents() == []
         assert reopened.verify().ok
@@ -357,8 +377,12 @@ def test_a_write_whose_sidecar_another_thread_reopened_meanwhile_is_indexed(
 def test_an_unreadable_file_under_another_process_intent_blocks_nothing(
     data_dir: Path,
 ) -> None:
-    writer = JobStore(data_dir)  # stands for a process that wrote and went away
-    job = writer.add(new_job())
+    job = new_job()
+    pid = os.fork()
+    if pid == 0:  # a process that writes and goes away, leaving its intent
+        JobStore(data_dir).add(job)
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
     (data_dir / "pending" / f"{job.id}.json").write_text("{ not json")
     with JobStore(data_dir) as other:  # opening checks the intent: no exception
         report = other.verify()
@@ -531,3 +555,10 @@ def test_a_failed_unlink_after_the_new_body_is_written_says_so(
     assert caught.value.in_place  # the new body is in place: not "nothing changed"
     monkeypatch.undo()
     assert store.get(job.id).status is JobStatus.PROCESSING  # type: ignore[union-attr]
+
+
+def test_verify_names_a_corrupted_indexed_file_once_as_unreadable(store: JobStore) -> None:
+    job = store.add(new_job())
+    (store.data_dir / "pending" / f"{job.id}.json").write_text("{ not json")
+    report = store.verify()
+    assert [(p.kind, p.job_id) for p in report.drift] == [("unreadable", job.id)]

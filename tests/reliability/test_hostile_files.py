@@ -1,7 +1,8 @@
 """Odd files dropped into the status directories never crash the store or leak out.
 
 Job files that are empty, truncated, not an object, of another id, with duplicate keys,
-NaN, 100,000-deep nesting, invalid UTF-8, the wrong status, over the size limit; a symlink
+NaN, 100,000-deep nesting, invalid UTF-8, the wrong status, values out of range, over the
+size any read accepts; a symlink
 pointing outside the data directory; a FIFO; a directory named like a job; foreign files
 and sub-directories; temp files young and old. Queries, claims and reindex keep working for
 every other job; ``verify`` reports each; ``repair`` quarantines (never deletes) them; and
@@ -25,6 +26,7 @@ import pytest
 
 import hybridstore
 from hybridstore import CorruptJobFile, JobStatus, JobStore
+from hybridstore.files import MAX_READ_BYTES
 
 from ._support import make_job, snapshot
 
@@ -65,12 +67,23 @@ def _hostile_job_files(outside_target: Path) -> dict[str, bytes | str]:
         ),
         "wrong-status": _dump(_body("wrong-status", status="completed")),
         "bad-field": _dump(_body("bad-field", retry_count=-5)),
-        "too-big": _dump(_body("too-big", task_options={"pad": "x" * (MAX_BYTES + 10)})),
+        # Values that overflow on the way to UTC, a 64-bit column or a 32-bit one.
+        **{name: _dump(_body(name, **fields)) for name, fields in OUT_OF_RANGE.items()},
+        "too-big": "sparse",
         "link": "symlink",
         "fifo": "fifo",
         "a-directory": "directory",
     }
 
+
+OUT_OF_RANGE: dict[str, dict[str, Any]] = {
+    "year-1-east": {"created_at": "0001-01-01T00:00:00+05:00"},
+    "year-10000": {"created_at": "9999-12-31T23:00:00-05:00"},
+    "timeout-year-10000": {"timeout_at": "9999-12-31T23:00:00-05:00"},
+    "version-2-63": {"version": 2**63},
+    "attempt-2-63": {"attempt": 2**63},
+    "retries-2-31": {"max_retries": 2**31},
+}
 
 FOREIGN = ["notes.txt", "README", ".DS_Store", "bad name.json", "x.json.bak", "..json"]
 
@@ -125,6 +138,9 @@ def hostile(tmp_path: Path) -> dict[str, Any]:
             path.symlink_to(target)
         elif content == "fifo":
             os.mkfifo(path)
+        elif content == "sparse":  # past the bound of any read; costs no disk
+            with open(path, "wb") as handle:
+                handle.truncate(MAX_READ_BYTES + 1)
         elif content == "directory":
             path.mkdir()
             (path / "inside.json").write_bytes(_dump(_body("inside")))
@@ -328,3 +344,90 @@ def test_a_file_corrupted_after_indexing_blocks_no_batch_call(data_dir: Path) ->
         assert {p.job_id for p in found.drift} == {"p0", "p1", "p3"}
         assert len(store.repair().quarantined) == 3
         assert store.verify().ok
+
+
+@pytest.mark.parametrize("fields", list(OUT_OF_RANGE.values()), ids=list(OUT_OF_RANGE))
+def test_an_out_of_range_value_blocks_no_path(data_dir: Path, fields: dict[str, Any]) -> None:
+    """Found by an outside attack: a timestamp that overflows in UTC or a counter past 64
+    bits raised a raw ``OverflowError`` from every claim (the bad job was the oldest
+    candidate), expire, verify, repair, reindex and the rebuild on open, so the documented
+    remedy could not quarantine it. Now the one file is refused and every path goes on."""
+    from datetime import timedelta
+
+    from hybridstore.model import utcnow
+    from hybridstore.transfer import copy_jobs
+
+    with JobStore(data_dir) as store:
+        for name in ("victim", "held", "ok-1", "ok-2"):
+            store.add(make_job(name))
+        victim = store.claim_next("w", lease_seconds=1)
+        assert victim is not None and victim.id == "victim"
+        # "victim" (processing, overdue soon) and "held" (the oldest pending) turn hostile
+        # under their rows, as a hand edit or another tool would leave them.
+        for status, job_id in (("processing", "victim"), ("pending", "held")):
+            body = _body(job_id, status=status, **fields)
+            (data_dir / status / f"{job_id}.json").write_bytes(_dump(body))
+        later = utcnow() + timedelta(days=1)
+        assert store.expire_overdue(now=later) == []
+        claimed = store.claim_next("w2")
+        assert claimed is not None and claimed.id == "ok-1"
+        report = store.verify()
+        assert {p.job_id for p in report.drift} == {"victim", "held"}
+        assert {p.kind for p in report.drift} == {"unreadable"}
+        with JobStore(data_dir.parent / "copy") as target:
+            copied = copy_jobs(store, target)
+        assert copied.read == 2  # ok-1 and ok-2: the rows of the hostile two are gone
+        assert store.reindex().indexed == 2
+    (data_dir / "hybridstore.sqlite3").unlink()
+    with JobStore(data_dir) as store:  # the rebuild on open skips them too
+        assert {j.id for j in store.find()} == {"ok-1", "ok-2"}
+        assert len(store.repair().quarantined) == 2
+        assert store.verify().ok
+
+
+def test_a_counter_at_its_limit_is_passed_over_by_claims(data_dir: Path) -> None:
+    """A job stored at the largest version a backend can hold is readable, but no write of
+    it fits: a claim passes it over (``InvalidArgument`` for a direct write) and takes the
+    next job, instead of failing for every job behind it."""
+    from hybridstore import InvalidArgument
+    from hybridstore.model import MAX_COUNTER
+
+    with JobStore(data_dir) as store:
+        store.add(make_job("at-limit"))
+        store.add(make_job("next"))
+        path = data_dir / "pending" / "at-limit.json"
+        path.write_bytes(_dump(_body("at-limit", version=MAX_COUNTER)))
+        store.reindex()
+        assert store.get("at-limit").version == MAX_COUNTER  # type: ignore[union-attr]
+        claimed = store.claim_next("w")
+        assert claimed is not None and claimed.id == "next"
+        assert store.claim_next("w") is None
+        with pytest.raises(InvalidArgument, match="at-limit"):
+            store.cancel("at-limit")
+        assert store.verify().ok
+
+
+def test_a_job_stored_under_a_larger_limit_is_never_quarantined_by_a_smaller_reader(
+    data_dir: Path,
+) -> None:
+    """Found by an outside attack: an application stored a 9 MB job with a 32 MiB limit;
+    ``hybridstore verify --repair`` (8 MiB) quarantined it, and a process with a smaller
+    limit meeting it in ``claim_next`` dropped its row for everyone. A limit is for writes."""
+    from click.testing import CliRunner
+
+    from hybridstore.cli import cli
+
+    with JobStore(data_dir, max_job_bytes=32 * 1024 * 1024) as writer:
+        big = writer.add(make_job("big", task_options={"pad": "x" * (9 * 1024 * 1024)}))
+        writer.add(make_job("small"))
+    result = CliRunner().invoke(cli, ["--data-dir", str(data_dir), "verify", "--repair"])
+    assert result.exit_code == 0, result.output
+    assert (data_dir / "pending" / "big.json").exists()
+    with JobStore(data_dir, max_job_bytes=1000) as reader:
+        claimed = reader.claim_next("w")
+        assert claimed is not None and claimed.id == "big" and claimed.version == 2
+        assert reader.get("big") == claimed
+        assert reader.verify().ok
+        with pytest.raises(hybridstore.JobTooLarge):  # its own writes keep its limit
+            reader.add(make_job("too-big-here", task_options={"pad": "y" * 2000}))
+    assert big.version == 1

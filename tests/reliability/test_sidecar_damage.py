@@ -254,3 +254,33 @@ def test_write_racing_a_sidecar_deletion_and_rebuild_is_not_hidden(
         assert other.claim_next("w") is not None
         assert_consistent(other)
     store.close()
+
+
+@pytest.mark.parametrize("shape", ["no-migrations-table", "other-migrations", "no-jobs-table"])
+def test_another_tools_database_in_the_sidecars_place_is_moved_aside(
+    data_dir: Path, shape: str
+) -> None:
+    """Found by an outside attack: a foreign SQLite file with a ``schema_migrations`` table
+    gave ``unexpected OperationalError: no such table``. Now it is named for what it is,
+    moved aside whole, and the sidecar is rebuilt from the files."""
+    expected = _filled(data_dir)
+    _sidecar(data_dir).unlink()
+    conn = sqlite3.connect(_sidecar(data_dir))
+    conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO users VALUES (1, 'alice')")
+    if shape != "no-migrations-table":
+        conn.execute(
+            "CREATE TABLE schema_migrations"
+            " (version INTEGER PRIMARY KEY, name TEXT, applied_at TEXT)"
+        )
+        name = "create_users" if shape == "other-migrations" else load_migrations("sidecar")[0].name
+        conn.execute("INSERT INTO schema_migrations VALUES (1, ?, 'then')", (name,))
+    conn.commit()
+    conn.close()
+    _check_all_back(data_dir, expected)
+    aside = list(data_dir.glob(f"{SIDECAR_NAME}.*-*"))
+    assert len(aside) == 1
+    kind = "corrupt" if shape == "no-jobs-table" else "foreign"
+    assert aside[0].name.startswith(f"{SIDECAR_NAME}.{kind}-")
+    users = sqlite3.connect(aside[0]).execute("SELECT name FROM users").fetchall()
+    assert users == [("alice",)]  # moved whole, not modified
