@@ -50,7 +50,7 @@ from .model import (
     validate_job_id,
 )
 from .repository import Filter, check_page, claim_arguments, filter_values
-from .transfer import ImportResult, import_action
+from .repository import ImportResult, import_action
 
 if TYPE_CHECKING:
     import psycopg
@@ -549,7 +549,7 @@ class PostgresJobRepository:
         """Store jobs exactly as given, versions and timestamps included, in one
         transaction (for ``hybridstore.transfer.copy_jobs``).
 
-        What each job does follows ``transfer.import_action``: absent → inserted, identical
+        What each job does follows ``repository.import_action``: absent → inserted, identical
         → untouched, lower stored version → replaced, otherwise kept as a conflict.
         """
         import psycopg

@@ -75,7 +75,7 @@ from .model import (
 from .reports import Problem, ReindexReport, RepairReport, VerifyReport
 from .repository import Filter, check_page, claim_arguments, filter_values
 from .sidecar import SIDECAR_NAME, Row, Sidecar, row_for, row_matches, to_us
-from .transfer import ImportResult, import_action
+from .repository import ImportResult, import_action
 
 __all__ = ["DEFAULT_MAX_JOB_BYTES", "JobStore"]
 
