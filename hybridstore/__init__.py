@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .compat import RemoteJobsStorage, StorageManager
-from .config import open_repository
 from .errors import (
     BackendUnavailable,
     CorruptJobFile,
@@ -30,6 +29,7 @@ from .errors import (
     UnsupportedFileSystem,
     VersionConflict,
 )
+from .factory import open_repository
 from .model import JobStatus, RemoteJob
 from .repository import JobRepository
 from .store import JobStore
