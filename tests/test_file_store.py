@@ -7,6 +7,7 @@ import os
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -531,3 +532,36 @@ def test_a_failed_unlink_after_the_new_body_is_written_says_so(
     assert caught.value.in_place  # the new body is in place: not "nothing changed"
     monkeypatch.undo()
     assert store.get(job.id).status is JobStatus.PROCESSING  # type: ignore[union-attr]
+
+
+# -- many processes, with the race window widened ------------------------------------------
+
+
+def _slow_claim_all(target: str, name: str, order: list[str] | None, start: Any, out: Any) -> None:
+    """``claim_all`` in a process whose file store pauses between picking a candidate from
+    the sidecar and taking the job, so rival claimers pick the same candidates."""
+    import time
+
+    from tests.contract.test_concurrency import claim_all
+
+    original = JobStore._try_claim  # the lead's seam to come; file-store internals for now
+
+    def slow_try_claim(self: JobStore, *args: Any) -> Any:
+        time.sleep(0.002)
+        return original(self, *args)
+
+    JobStore._try_claim = slow_try_claim  # type: ignore[method-assign]
+    claim_all(target, name, order, start, out)
+
+
+@pytest.mark.slow
+def test_claimers_that_pick_the_same_candidate_never_share_a_job(data_dir: Path) -> None:
+    from tests.contract.test_concurrency import run_claimers
+
+    with JobStore(data_dir) as store:
+        ids = {store.add(new_job(content_type="audio")).id for _ in range(300)}
+    claimed = run_claimers(str(data_dir), 4, [None] * 4, claimer=_slow_claim_all)
+    assert sorted(job_id for job_id, _ in claimed) == sorted(ids), "a job claimed twice or never"
+    assert {attempt for _, attempt in claimed} == {1}
+    with JobStore(data_dir) as store:
+        assert store.count(status=JobStatus.COMPLETED) == 300
