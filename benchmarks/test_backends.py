@@ -62,7 +62,7 @@ class PgData:
     """One schema per size for this run: created and loaded on first use, dropped at close."""
 
     def __init__(self, bench: BenchData, dsn: str) -> None:
-        from hybridstore.postgres import describe_dsn
+        from hybridstore.config import describe_target
 
         self.bench = bench
         self.dsn = dsn
@@ -70,7 +70,7 @@ class PgData:
         self.schemas: list[str] = []
         self._repos: dict[int, Any] = {}
         self._dsns: dict[int, str] = {}
-        self.server = self._server_info(describe_dsn(dsn))
+        self.server = self._server_info(describe_target(dsn))
 
     def _server_info(self, where: str) -> dict[str, Any]:
         import psycopg
@@ -162,14 +162,14 @@ def _unreachable(dsn: str) -> str | None:
         import psycopg_pool  # noqa: F401
     except ImportError:
         return "psycopg is not installed (pip install -e '.[dev]')"
-    from hybridstore.postgres import describe_dsn
+    from hybridstore.config import describe_target
 
     try:
         with psycopg.connect(dsn, connect_timeout=3) as conn:
             conn.execute("SELECT 1")
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-        return f"PostgreSQL at {describe_dsn(dsn)} is unreachable: {first}"
+        return f"PostgreSQL at {describe_target(dsn)} is unreachable: {first}"
     return None
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .compat import RemoteJobsStorage, StorageManager
-from .config import open_repository
 from .errors import (
     BackendUnavailable,
     CorruptJobFile,
@@ -30,9 +29,12 @@ from .errors import (
     UnsupportedFileSystem,
     VersionConflict,
 )
+from .factory import open_repository
+from .memory import MemoryJobRepository
 from .model import JobStatus, RemoteJob
 from .repository import JobRepository
 from .store import JobStore
+from .transfer import copy_jobs
 
 if TYPE_CHECKING:
     from .postgres import PostgresJobRepository
@@ -53,6 +55,7 @@ __all__ = [
     "JobStore",
     "JobTooLarge",
     "LockTimeout",
+    "MemoryJobRepository",
     "NotJobOwner",
     "PostgresJobRepository",
     "RemoteJob",
@@ -63,6 +66,7 @@ __all__ = [
     "UnsupportedFileSystem",
     "VersionConflict",
     "__version__",
+    "copy_jobs",
     "open_repository",
     "storage_manager",
 ]
@@ -83,3 +87,8 @@ def __getattr__(name: str) -> Any:
 
         return PostgresJobRepository
     raise AttributeError(f"module 'hybridstore' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The lazy names too, so dir() and completion show the whole public surface.
+    return sorted(set(globals()) | set(__all__))

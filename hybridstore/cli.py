@@ -18,8 +18,9 @@ from typing import Any, NoReturn
 
 import click
 
-from .config import describe_target, is_database_url, open_repository, resolve_target
+from .config import describe_target, is_database_url, resolve_target
 from .errors import HybridStoreError
+from .factory import open_repository
 from .logs import LEVELS, configure_logging
 from .model import JobStatus
 from .repository import JobRepository
@@ -498,9 +499,9 @@ def db_reset(url: str, force: bool, as_json: bool) -> None:
 
     url = _database_url(url)
     if not force:
-        from .postgres import describe_dsn
-
-        click.confirm(f"This deletes every job in {safe(describe_dsn(url))}. Continue?", abort=True)
+        click.confirm(
+            f"This deletes every job in {safe(describe_target(url))}. Continue?", abort=True
+        )
     _db_report(reset_db(url), as_json)
 
 

@@ -1,29 +1,31 @@
-"""Where the data lives by default, and ``open_repository`` picking a backend from a URL."""
+"""What a store target means: the default data directory, a path, or a database URL.
+
+Resolving only: opening the backend a target names is ``hybridstore.factory``'s job, so
+this module imports nothing but the errors. ``describe_target`` is the one place that
+hides a password before a target is shown (messages, ``repr``, the CLI).
+"""
 
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from .errors import BackendUnavailable
-
-if TYPE_CHECKING:
-    from .repository import JobRepository
 
 __all__ = [
     "default_data_dir",
     "describe_target",
     "is_database_url",
-    "open_repository",
     "resolve_target",
 ]
 
 DEFAULT_DATA_DIR = Path("data") / "remote_jobs"
 # "host=db dbname=jobs ...": a libpq connection string, which must not become a directory.
 _LIBPQ_KEYWORDS = re.compile(r"\s*(host|hostaddr|dbname|user|port|service)\s*=")
+# password=... in a URL query or a libpq string; a quoted value may hold spaces and \'.
+_PASSWORD_PARAMETER = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&#]*)", re.IGNORECASE)
 
 
 def default_data_dir() -> Path:
@@ -68,23 +70,36 @@ def resolve_target(target: str | os.PathLike[str] | None = None) -> str:
     return text
 
 
-def open_repository(target: str | os.PathLike[str] | None = None) -> JobRepository:
-    """Open the backend ``target`` names (see ``resolve_target``).
-
-    A path or ``file://`` URL opens a ``JobStore``; ``postgresql://…`` a
-    ``PostgresJobRepository``; None means ``$HYBRIDSTORE_URL`` if set, else the default
-    data directory. Switching a deployment to PostgreSQL is one environment variable.
-    """
-    resolved = resolve_target(target)
-    if is_database_url(resolved):
-        from .postgres import PostgresJobRepository
-
-        return PostgresJobRepository(resolved)
-    from .store import JobStore
-
-    return JobStore(resolved)
-
-
 def describe_target(target: str) -> str:
-    """``target`` for display: a database URL without its password."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", target) if "://" in target else target
+    """``target`` for display, every password replaced by ``***``.
+
+    Covers the forms a DSN can carry one in: a URL's ``user:password@`` (up to the last
+    ``@`` before the path, so an ``@`` inside the password is hidden too), and a
+    ``password=`` parameter, in a URL's query or a libpq ``key=value`` string (quoted
+    values included). Everything else is shown as given.
+    """
+    if "://" in target:
+        scheme, rest = target.split("://", 1)
+        authority, sep, path = _split_authority(rest)
+        if "@" in authority:
+            userinfo, host = authority.rsplit("@", 1)
+            if ":" in userinfo:
+                userinfo = userinfo.split(":", 1)[0] + ":***"
+            authority = f"{userinfo}@{host}"
+        target = f"{scheme}://{authority}{sep}{path}"
+    return _PASSWORD_PARAMETER.sub(r"\1***", target)
+
+
+def _split_authority(rest: str) -> tuple[str, str, str]:
+    """``rest`` (after ``scheme://``) as (authority, separator, the remainder)."""
+    # The user info ends at the last "@" before the query; the authority at the first
+    # "/", "?" or "#" after it (a password may hold "/" or "@"; a host never does).
+    at = rest.rfind("@", 0, _first(rest, "?"))
+    end = _first(rest, "/?#", start=at + 1)
+    return rest[:end], rest[end : end + 1], rest[end + 1 :]
+
+
+def _first(text: str, characters: str, start: int = 0) -> int:
+    """The index of the first of ``characters`` in ``text`` from ``start``; else its length."""
+    found = [i for c in characters if (i := text.find(c, start)) >= 0]
+    return min(found, default=len(text))

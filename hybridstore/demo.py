@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import open_repository
 from .errors import InvalidTransition, NotJobOwner
+from .factory import open_repository
 from .model import TERMINAL_STATUSES, RemoteJob
 
 __all__ = ["CONTENT_TYPES", "DemoReport", "run_demo"]

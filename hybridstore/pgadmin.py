@@ -16,13 +16,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .config import describe_target
 from .errors import BackendUnavailable, InvalidArgument
 from .migrations import Migration, load_migrations
 from .pgadopt import find_older_table
-from .postgres import apply_migrations, connect, describe_dsn, schema_state
+from .pgconnect import connect
+from .pgschema import apply_migrations, schema_state
 
 if TYPE_CHECKING:
-    from .postgres import Connection
+    from .pgconnect import Connection
 
 __all__ = [
     "DbStatus",
@@ -98,7 +100,7 @@ def _status(conn: Connection, dsn: str, **changes: Any) -> DbStatus:
         jobs = int(counted[0]) if counted else 0
     server = conn.execute("SHOW server_version").fetchone()
     return DbStatus(
-        target=describe_dsn(dsn),
+        target=describe_target(dsn),
         schema=schema,
         server_version=str(server[0]).split()[0] if server else "?",
         version=version,

@@ -4,7 +4,7 @@ The older design (a SQLAlchemy model and an init script) created ``remote_jobs``
 id, timestamps without time zone (meaning UTC), ``VARCHAR`` columns and no ``version`` or
 ``attempt``; some deployments also have its ``schema_migrations`` (``version VARCHAR``,
 ``description``). That is the database the older design's users have, so instead of failing
-on it, ``postgres.apply_migrations`` adopts it when no hybridstore migration is recorded:
+on it, ``pgschema.apply_migrations`` adopts it when no hybridstore migration is recorded:
 in its one transaction, under its advisory lock, before migration 0001 is recorded.
 
 What adoption does (``adopt``):
@@ -52,7 +52,7 @@ from .errors import SchemaError
 from .model import JOB_ID_PATTERN, JobStatus
 
 if TYPE_CHECKING:
-    from .postgres import Connection
+    from .pgconnect import Connection
 
 __all__ = ["OlderTable", "adopt", "find_older_table", "migrations_table_kind", "table_columns"]
 

@@ -17,16 +17,27 @@ Guarantees common to every backend (implementations do not repeat them):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from .errors import InvalidArgument
 from .lifecycle import lease_delta
 from .model import JobStatus, RemoteJob, parse_status
 
-__all__ = ["Filter", "JobRepository", "check_page", "filter_values"]
+__all__ = [
+    "Filter",
+    "ImportAction",
+    "ImportResult",
+    "JobRepository",
+    "SupportsImport",
+    "check_page",
+    "filter_values",
+    "import_action",
+    "same_job",
+]
 
 #: A filter value: one value, or a sequence meaning "any of these".
 Filter = str | Sequence[str] | None
@@ -225,3 +236,62 @@ def claim_arguments(
     if not all(isinstance(t, str) for t in wanted):
         raise InvalidArgument("content_types must be strings")
     return wanted
+
+
+# -- importing jobs exactly as given (``import_jobs``, used by ``transfer.copy_jobs``) ------
+
+
+#: What importing one job does to the target.
+ImportAction = Literal["insert", "replace", "unchanged", "conflict"]
+
+
+def same_job(a: RemoteJob, b: RemoteJob) -> bool:
+    """True when every field of the two jobs is equal (versions and timestamps included)."""
+    return a.model_dump() == b.model_dump()
+
+
+def import_action(current: RemoteJob | None, incoming: RemoteJob) -> ImportAction:
+    """What importing ``incoming`` over the stored ``current`` (None: absent) does.
+
+    An absent job is inserted and an identical one left alone, so a second copy changes
+    nothing. A stored copy with a lower version is replaced: the source moved on since the
+    last copy. A stored copy that differs with the same or a higher version was changed in
+    the target itself; it is kept and reported as a conflict, never silently overwritten.
+    """
+    if current is None:
+        return "insert"
+    if same_job(current, incoming):
+        return "unchanged"
+    if current.version < incoming.version:
+        return "replace"
+    return "conflict"
+
+
+@dataclass
+class ImportResult:
+    """What one ``import_jobs`` call did."""
+
+    written: int = 0
+    unchanged: int = 0
+    #: Ids whose stored copy was kept because it is newer than, or diverged from, the import.
+    conflicts: list[str] = field(default_factory=list)
+
+    def record(self, job_id: str, action: ImportAction) -> None:
+        """Count one job's outcome."""
+        if action in ("insert", "replace"):
+            self.written += 1
+        elif action == "unchanged":
+            self.unchanged += 1
+        else:
+            self.conflicts.append(job_id)
+
+
+@runtime_checkable
+class SupportsImport(Protocol):
+    """A backend that can store jobs exactly as given (``JobStore``,
+    ``PostgresJobRepository``)."""
+
+    def import_jobs(self, jobs: Iterable[RemoteJob]) -> ImportResult:
+        """Write each job as given, versions and timestamps included, per
+        ``import_action``."""
+        ...

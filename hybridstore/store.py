@@ -75,9 +75,15 @@ from .model import (
     validate_job_id,
 )
 from .reports import Problem, ReindexReport, RepairReport, VerifyReport
-from .repository import Filter, check_page, claim_arguments, filter_values
+from .repository import (
+    Filter,
+    ImportResult,
+    check_page,
+    claim_arguments,
+    filter_values,
+    import_action,
+)
 from .sidecar import FOREIGN, SIDECAR_NAME, Row, Sidecar, row_for, row_matches, to_us
-from .transfer import ImportResult, import_action
 
 __all__ = ["DEFAULT_MAX_JOB_BYTES", "JobStore"]
 

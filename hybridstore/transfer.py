@@ -6,21 +6,31 @@
 ``verify=True``, compares every job. Running it twice changes nothing: a job already
 stored identically is left alone.
 
-This module imports no backend, so every backend can use ``import_action`` and
-``ImportResult`` without an import cycle.
+The primitives every backend's ``import_jobs`` shares (``import_action``, ``ImportResult``,
+``SupportsImport``) live with the contract in ``hybridstore.repository``; they are
+re-exported here for code that imported them from this module.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any
 
 from .errors import InvalidArgument
 from .model import JobStatus, RemoteJob
-from .repository import JobRepository
+from .repository import (
+    ImportAction,
+    ImportResult,
+    JobRepository,
+    SupportsImport,
+    import_action,
+    same_job,
+)
+
+ProgressCallback = Callable[[int, int], None]
 
 __all__ = [
     "CopyReport",
@@ -32,62 +42,6 @@ __all__ = [
     "copy_jobs",
     "import_action",
 ]
-
-#: What importing one job does to the target.
-ImportAction = Literal["insert", "replace", "unchanged", "conflict"]
-ProgressCallback = Callable[[int, int], None]
-
-
-def same_job(a: RemoteJob, b: RemoteJob) -> bool:
-    """True when every field of the two jobs is equal (versions and timestamps included)."""
-    return a.model_dump() == b.model_dump()
-
-
-def import_action(current: RemoteJob | None, incoming: RemoteJob) -> ImportAction:
-    """What importing ``incoming`` over the stored ``current`` (None: absent) does.
-
-    An absent job is inserted and an identical one left alone, so a second copy changes
-    nothing. A stored copy with a lower version is replaced: the source moved on since the
-    last copy. A stored copy that differs with the same or a higher version was changed in
-    the target itself; it is kept and reported as a conflict, never silently overwritten.
-    """
-    if current is None:
-        return "insert"
-    if same_job(current, incoming):
-        return "unchanged"
-    if current.version < incoming.version:
-        return "replace"
-    return "conflict"
-
-
-@dataclass
-class ImportResult:
-    """What one ``import_jobs`` call did."""
-
-    written: int = 0
-    unchanged: int = 0
-    #: Ids whose stored copy was kept because it is newer than, or diverged from, the import.
-    conflicts: list[str] = field(default_factory=list)
-
-    def record(self, job_id: str, action: ImportAction) -> None:
-        """Count one job's outcome."""
-        if action in ("insert", "replace"):
-            self.written += 1
-        elif action == "unchanged":
-            self.unchanged += 1
-        else:
-            self.conflicts.append(job_id)
-
-
-@runtime_checkable
-class SupportsImport(Protocol):
-    """A backend that can store jobs exactly as given (``JobStore``,
-    ``PostgresJobRepository``)."""
-
-    def import_jobs(self, jobs: Iterable[RemoteJob]) -> ImportResult:
-        """Write each job as given, versions and timestamps included, per
-        ``import_action``."""
-        ...
 
 
 @dataclass(frozen=True)

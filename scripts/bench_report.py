@@ -1,22 +1,20 @@
 #!/usr/bin/env python3
-"""Turn the pytest-benchmark JSON of ``benchmarks/`` into ``benchmarks/README.md`` and a chart.
+"""Turn a pytest-benchmark JSON of ``benchmarks/`` into the tables and chart of its README.
 
-    pytest benchmarks/ --benchmark-only --benchmark-json=benchmarks/results.json
-    python scripts/bench_report.py benchmarks/results.json
+    pytest benchmarks/ --benchmark-only --benchmark-json=.benchmarks/run.json
+    python scripts/bench_report.py .benchmarks/run.json
 
-Writes the report (machine, date, medians, ratios, the targets of issues 2, 3 and 6 with
-met / not met, the file store against PostgreSQL) and ``benchmarks/bench_chart.png`` (cost
-per operation against store size, log scales, one line per implementation). The
-hand-written ``benchmarks/analysis.md``, if present, is included as the report's analysis
-section.
+Rewrites the generated part of ``benchmarks/README.md`` (between its two
+``bench_report.py`` markers: machine, the targets of issues 2, 3 and 6 with met / not met,
+medians, ratios, claim throughput, the file store against PostgreSQL), draws
+``benchmarks/bench_chart.png`` (cost per operation against store size, log scales), and
+writes ``benchmarks/results.json``: the run's statistics, one result a line, small enough
+to keep in the tree. The prose around the markers (how to run, the analysis) is written by
+hand and left alone.
 
-Several JSON files may be given, to merge a run of part of the suite into a full run:
-
-    python scripts/bench_report.py benchmarks/results.json benchmarks/results-backends.json
-
-The first file is the main run (its machine and settings head the report). For each
-operation, implementation and store size the figure of the newest run (by its date) is
-used, so an older partial file can never hide a newer full run's figure.
+The raw JSON stays out of the tree (``.benchmarks/`` is ignored). The summary is itself a
+pytest-benchmark JSON: this script regenerates the page from it, and pytest-benchmark's
+own ``compare`` puts two runs side by side (see the README).
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ import math
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +99,6 @@ class Result:
     rounds: int
     returned: int | None
     extra: dict[str, Any]
-    run: int = 0  # index of the JSON file it came from (merge_runs)
 
     @property
     def cost(self) -> float:
@@ -112,7 +109,6 @@ class Result:
 class Results:
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = data
-        self.runs: list[dict[str, Any]] = data.get("hybridstore_runs") or []
         self.by_key: dict[tuple[str, str, int], Result] = {}
         for bench in data["benchmarks"]:
             info = bench.get("extra_info") or {}
@@ -122,7 +118,7 @@ class Results:
                 op=info["op"], impl=info["impl"], size=int(info["size"]),
                 median=float(bench["stats"]["median"]), ops=int(info.get("ops_per_round", 1)),
                 rounds=int(bench["stats"]["rounds"]), returned=info.get("returned"),
-                extra=info, run=int(bench.get("hybridstore_run", 0)),
+                extra=info,
             )
             self.by_key[(result.op, result.impl, result.size)] = result
         self.sizes = sorted({k[2] for k in self.by_key})
@@ -164,68 +160,6 @@ class Results:
         """older design ÷ hybridstore (cost)."""
         old, mine = self.cost(op, "legacy", size), self.cost(op, "hybridstore", size)
         return old / mine if old and mine else None
-
-
-# -- merging runs -------------------------------------------------------------------------
-
-
-def _run_time(data: dict[str, Any]) -> datetime:
-    try:
-        when = datetime.fromisoformat(str(data.get("datetime", "")))
-    except ValueError:
-        return datetime.min.replace(tzinfo=UTC)
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-def _display_path(path: Path) -> str:
-    with contextlib.suppress(ValueError):
-        return str(path.resolve().relative_to(REPO))
-    return str(path)
-
-
-def merge_runs(runs: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    """One report's data from several pytest-benchmark JSON files.
-
-    The first is the main run: its machine, settings and metadata head the report. For each
-    (operation, implementation, size) the newest run's result is kept (the later file on a
-    tie). Each kept benchmark is tagged with the index of its run (``hybridstore_run``), and
-    ``hybridstore_runs`` describes every run and how many of its results were used.
-    """
-    chosen: dict[tuple[str, str, int], tuple[datetime, int, dict[str, Any]]] = {}
-    for index, (_, data) in enumerate(runs):
-        when = _run_time(data)
-        for bench in data.get("benchmarks", []):
-            info = bench.get("extra_info") or {}
-            if "op" not in info:
-                continue
-            key = (info["op"], info["impl"], int(info["size"]))
-            if key not in chosen or when >= chosen[key][0]:
-                chosen[key] = (when, index, bench)
-    described = []
-    for index, (name, data) in enumerate(runs):
-        bench_meta = data.get("hybridstore_bench", {})
-        used = [key for key, (_, i, _) in chosen.items() if i == index]
-        described.append({
-            "file": name,
-            "datetime": data.get("datetime", ""),
-            "commit": bench_meta.get("git_commit") or (data.get("commit_info") or {}).get("id"),
-            "uncommitted": bench_meta.get("hybridstore_uncommitted_changes") or [],
-            "source_digest": bench_meta.get("hybridstore_source_digest"),
-            "sizes": bench_meta.get("sizes", []),
-            "quick": bench_meta.get("quick", False),
-            "loadavg_at_start": data.get("machine_info", {}).get("loadavg_at_start"),
-            "loadavg_at_end": data.get("machine_info", {}).get("loadavg_at_end"),
-            "run_seconds": data.get("machine_info", {}).get("run_seconds"),
-            "results": len([b for b in data.get("benchmarks", [])
-                            if "op" in (b.get("extra_info") or {})]),
-            "used": len(used),
-            "ops": sorted({key[0] for key in used}),
-        })
-    merged = dict(runs[0][1])
-    merged["benchmarks"] = [{**bench, "hybridstore_run": index}
-                            for _, index, bench in chosen.values()]
-    merged["hybridstore_runs"] = described
-    return merged
 
 
 # -- formatting ---------------------------------------------------------------------------
@@ -413,32 +347,7 @@ def machine_section(data: dict[str, Any]) -> str:
         ["duration of the run", f"{info.get('run_seconds', '?')} s"
                                 + (" (smoke mode)" if bench.get("quick") else "")],
     ]
-    runs = data.get("hybridstore_runs") or []
-    if len(runs) > 1:
-        main = runs[0]
-        rows.append(["results of this run", f"{main['used']} of {main['results']}"
-                     f" (`{main['file']}`)"])
-        for run in runs[1:]:
-            if run["used"]:
-                rows.append(["merged in", merged_run_note(run)])
     return table(["", ""], rows, "ll")
-
-
-def merged_run_note(run: dict[str, Any]) -> str:
-    """One line about a run merged into the main one: what it gave, when, on which code."""
-    when = run["datetime"]
-    with contextlib.suppress(ValueError):
-        when = datetime.fromisoformat(when).strftime("%Y-%m-%d %H:%M UTC")
-    ops = ", ".join(f"`{op}`" for op in run["ops"])
-    code = f"commit `{str(run['commit'] or '?')[:12]}`"
-    if run["uncommitted"]:
-        code += " plus uncommitted changes to " + ", ".join(f"`{f}`" for f in run["uncommitted"])
-    if run["source_digest"]:
-        code += f", sources digest `{run['source_digest']}`"
-    return (f"`{run['file']}`: {run['used']} results ({ops}) at"
-            f" {', '.join(fmt_size(s) for s in run['sizes'])} jobs, from a run of {when}"
-            f" ({run['run_seconds']} s{', smoke mode' if run['quick'] else ''}; load average"
-            f" {run['loadavg_at_start']} / {run['loadavg_at_end']}) on {code}")
 
 
 def medians_section(r: Results) -> str:
@@ -548,17 +457,11 @@ def backends_section(r: Results, analysis_has_reading: bool = False) -> str:
                 " side when the server cannot be reached (`HYBRIDSTORE_BENCH_REQUIRE_PG=1`"
                 " turns that into a failure).")
     sizes = sorted({res.size for res in pg_results})
-    run_note = ""
-    runs = r.runs
-    if len(runs) > 1 and pg_results[0].run > 0:
-        run = runs[pg_results[0].run]
-        run_note = (f" These figures come from `{run['file']}`, a separate run merged into the"
-                    " main one (see Machine).")
     intro = (
         "The same repository calls on `JobStore` (the file store, durable) and"
         " `PostgresJobRepository`, on the same population, each operation at each size on both"
         " backends back to back (`benchmarks/test_backends.py`). "
-        + _server_note(pg_results[0].extra) + run_note
+        + _server_note(pg_results[0].extra)
         + " Costs are medians per operation; the ratio is PostgreSQL's cost ÷ the file"
         " store's, so above 1 the file store is faster."
     )
@@ -698,145 +601,80 @@ def chart(r: Results, path: Path) -> None:
     plt.close(fig)
 
 
-def report(data: dict[str, Any], chart_name: str, analysis: str | None) -> str:
+def report(data: dict[str, Any], chart_name: str, analysis_has_reading: bool) -> str:
+    """The generated part of ``benchmarks/README.md``: machine, targets, chart and tables."""
     r = Results(data)
-    found = targets(r)
-    merged = len([run for run in r.runs if run["used"]]) > 1
-    parts = [
-        "# hybridstore benchmarks",
-        "",
-        "<!-- Generated by scripts/bench_report.py from the pytest-benchmark JSON; do not edit"
-        " by hand (edit benchmarks/analysis.md for the analysis section). -->",
-        "",
-        "Figures from one run of `pytest benchmarks/` on the machine below: hybridstore against",
-        "the machine's limit for the same work, the older JSON-index design it replaces, and",
-        "itself with `durable=False`; and the file store against the PostgreSQL backend. Costs",
-        "are medians per operation (claims: wall-clock time per claim, i.e. 1 ÷ throughput).",
-        *(["Some figures come from a later run of part of the suite, merged in: see Machine."]
-          if merged else []),
-        "",
-        "## How to run",
-        "",
-        "```sh",
-        "# the full suite, PostgreSQL comparison included, then this page and the chart: one"
-        " command",
-        "# (about 8 minutes on 2 cores, plus about 1 minute to build the stores)",
-        "HYBRIDSTORE_BENCH_REQUIRE_PG=1 pytest benchmarks/ --benchmark-only \\",
-        "    --benchmark-json=benchmarks/results.json \\",
-        "  && python scripts/bench_report.py benchmarks/results.json",
-        "",
-        "# one part again, merged over the full run (per operation, implementation and size the",
-        "# newest run's figure is used, so a stale partial file cannot hide a newer full run)",
-        "HYBRIDSTORE_BENCH_SIZES=1000,10000 pytest benchmarks/test_backends.py --benchmark-only \\",
-        "    --benchmark-json=benchmarks/results-backends.json",
-        "python scripts/bench_report.py benchmarks/results.json benchmarks/results-backends.json",
-        "",
-        "# the CI smoke size (1,000 jobs in a fresh temporary cache, a few rounds each)",
-        "bash scripts/bench_smoke.sh",
-        "```",
-        "",
-        "Sizes: `HYBRIDSTORE_BENCH_SIZES` (default `1000,10000,20000,100000`); the older design"
-        " runs at `HYBRIDSTORE_BENCH_LEGACY_SIZES` (default `1000,10000,20000`). Built stores are"
-        " cached in `HYBRIDSTORE_BENCH_CACHE` (default `/var/tmp/hybridstore-bench`, outside the"
-        " repository; inside it, use the gitignored `.benchmarks-data/`); delete it to rebuild."
-        " The figures below and the chart come from `benchmarks/results.json` (per-round"
-        " timings dropped), and from the files merged into it, if any (see Machine).",
-        "",
-        "The PostgreSQL comparison (`benchmarks/test_backends.py`) uses the server at"
-        " `HYBRIDSTORE_BENCH_PG_DSN`, else `HYBRIDSTORE_TEST_PG_DSN`, else"
-        " `postgresql://postgres@127.0.0.1:5432/test`, in one schema per size named after the run"
-        " (`hs_bench_<run>_<size>`), dropped at the end. Without a server it skips;"
-        " `HYBRIDSTORE_BENCH_REQUIRE_PG=1` makes that a failure, so a full run cannot silently"
-        " lose the comparison.",
-        "",
-        "## Machine",
-        "",
-        machine_section(data),
-        "",
-        "## Targets",
-        "",
-        targets_section(found),
-        "",
-        f"![cost per operation against store size]({chart_name})",
-        "",
-        "## Medians per operation",
-        "",
-        medians_section(r),
-        "",
-        "## Ratios",
-        "",
-        "`÷ limit`: hybridstore's cost ÷ the machine's limit for the same work (for unlimited"
-        " queries: cost per returned job ÷ reading and parsing one job file). `older ÷"
-        " hybridstore`: how many times faster hybridstore is than the older design.",
-        "",
-        ratios_section(r),
-        "",
-        "## Unlimited queries, per returned job",
-        "",
-        sets_section(r),
-        "",
-        "## Claim throughput",
-        "",
-        claims_section(r),
-        "",
-        "## File store vs PostgreSQL",
-        "",
-        backends_section(r, bool(analysis and "File store vs PostgreSQL" in analysis)),
-        "",
+    sections = [
+        ("Machine", machine_section(data)),
+        ("Targets", targets_section(targets(r))
+         + f"\n\n![cost per operation against store size]({chart_name})"),
+        ("Medians per operation", medians_section(r)),
+        ("Ratios", "`÷ limit`: hybridstore's cost ÷ the machine's limit for the same work (for"
+         " unlimited queries: cost per returned job ÷ reading and parsing one job file)."
+         " `older ÷ hybridstore`: how many times faster hybridstore is than the older design."
+         "\n\n" + ratios_section(r)),
+        ("Unlimited queries, per returned job", sets_section(r)),
+        ("Claim throughput", claims_section(r)),
+        ("File store vs PostgreSQL", backends_section(r, analysis_has_reading)),
     ]
-    if analysis:
-        parts += ["## Analysis", "", analysis.strip(), ""]
-    parts += [
-        "## What is measured",
-        "",
-        "- **Stores**: a seeded population (`benchmarks/dataset.py`): bodies of about 1 KB;"
-        " pending 25 %, processing 10 %, completed 45 %, failed 10 %, timeout 5 %, cancelled 5 %;"
-        " five content types, eight workers; a quarter of pending and processing jobs past their"
-        " `timeout_at`. Files are written directly, then a `JobStore` rebuilds its sidecar.",
-        "- **machine limit** (`benchmarks/limits.py`): the unavoidable system calls and one"
-        " SQLite statement on a copy of the same sidecar (same schema, indexes and rows; WAL,"
-        " `synchronous=NORMAL`). Save: temp file write + fsync + rename + directory fsync + one"
-        " commit; transition: the same plus unlink + fsync of the old directory; point read:"
-        " an indexed lookup + reading and `json.loads` of one file; reindex: reading and"
-        " parsing every file + one batched insert into an empty table; claim: a rename between"
-        " two directories + fsync of both + one commit.",
-        "- **older JSON-index design** (`benchmarks/legacy_store.py`): a faithful minimal"
-        " re-implementation of the store hybridstore replaces.",
-        "- **claims**: real processes forked once, released together by a barrier each round;"
-        " each claims its quota; the timed call is the whole round.",
-        "- **file store vs PostgreSQL** (`benchmarks/test_backends.py`): `JobStore` (durable) on"
-        " the suite's stores, `PostgresJobRepository` on a schema per size loaded with the same"
-        " generated jobs (`import_jobs`), then `VACUUM (ANALYZE)`. Reads run first, on the"
-        " unchanged population (both backends must return the same jobs); then adds, then"
-        " claims (4 processes, each with its own repository; the claimed jobs are put back"
-        " between rounds, untimed). Every write round starts with an untimed `os.sync()`.",
-        "",
-    ]
-    return "\n".join(parts)
+    return "\n\n".join(f"## {title}\n\n{body}" for title, body in sections)
+
+
+BEGIN = "<!-- bench_report.py: generated from here -->"
+END = "<!-- bench_report.py: generated up to here -->"
+
+
+def splice(page: str, generated: str) -> str:
+    """``page`` with the text between its BEGIN and END markers replaced by ``generated``;
+    everything else in it (the prose, the analysis) is hand-written and kept."""
+    if BEGIN not in page or END not in page:
+        raise SystemExit(f"the page lacks the markers {BEGIN!r} and {END!r}")
+    head, rest = page.split(BEGIN, 1)
+    return f"{head}{BEGIN}\n\n{generated}\n\n{END}{rest.split(END, 1)[1]}"
+
+
+def summary(data: dict[str, Any]) -> str:
+    """``data`` as a small pytest-benchmark JSON: every result's statistics and extra info,
+    one result a line, without the CPU flags and options that make the raw file long. The
+    report and ``pytest-benchmark compare`` both read it."""
+    info = {k: v for k, v in data.get("machine_info", {}).items() if k != "cpu"}
+    info["cpu"] = {k: v for k, v in data.get("machine_info", {}).get("cpu", {}).items()
+                   if k in ("brand_raw", "count", "arch")}
+    keep = ("group", "name", "fullname", "params", "param", "extra_info", "stats")
+    head = {k: v for k, v in data.items() if k != "benchmarks"}
+    head["machine_info"] = info
+    lines = ",\n".join(
+        "  " + json.dumps({k: b[k] for k in keep if k in b}, ensure_ascii=False)
+        for b in sorted(data["benchmarks"], key=lambda b: b.get("fullname", b["name"]))
+    )
+    opening = json.dumps(head, ensure_ascii=False, indent=1)[:-2]
+    return f'{opening},\n "benchmarks": [\n{lines}\n ]\n}}\n'
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("json", type=Path, nargs="+",
-                        help="pytest-benchmark JSON (--benchmark-json); several are merged:"
-                             " the first is the main run, and per operation, implementation"
-                             " and size the newest run's figure is used")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "README.md")
+    parser.add_argument("json", type=Path,
+                        help="a pytest-benchmark JSON (--benchmark-json), raw or a summary")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "README.md",
+                        help="the page whose generated part is rewritten")
     parser.add_argument("--chart", type=Path, default=None,
                         help="PNG path (default: bench_chart.png next to --out)")
-    parser.add_argument("--analysis", type=Path, default=REPO / "benchmarks" / "analysis.md")
+    parser.add_argument("--summary", type=Path, default=REPO / "benchmarks" / "results.json",
+                        help="where the small summary of the run goes (kept in the tree)")
     args = parser.parse_args(argv)
-    data = merge_runs([(_display_path(path), json.loads(path.read_text()))
-                       for path in args.json])
+    data = json.loads(args.json.read_text())
     chart_path = args.chart or args.out.with_name("bench_chart.png")
-    analysis = args.analysis.read_text() if args.analysis.exists() else None
+    page = args.out.read_text()
+    hand_written = page.split(BEGIN, 1)[0] + page.split(END, 1)[-1]
+    generated = report(data, chart_path.name, "### File store vs PostgreSQL" in hand_written)
     chart(Results(data), chart_path)
-    args.out.write_text(report(data, chart_path.name, analysis))
-    found = targets(Results(data))
-    for t in found:
+    args.out.write_text(splice(page, generated))
+    if args.summary.resolve() != args.json.resolve():
+        args.summary.write_text(summary(data))
+    for t in targets(Results(data)):
         verdict = {True: "met", False: "NOT MET", None: "n/a"}[t.met]
         print(f"[{verdict:>7}] {t.text}: {t.measured}")
-    print(f"wrote {args.out} and {chart_path}")
+    print(f"wrote {args.out}, {chart_path} and {args.summary}")
     return 0
 
 

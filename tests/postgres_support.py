@@ -16,7 +16,7 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from hybridstore.postgres import describe_dsn
+from hybridstore.config import describe_target
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -44,7 +44,7 @@ def _probe() -> tuple[bool, str]:
                 _reachable = (True, "")
             except psycopg.Error as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-                where = describe_dsn(server_dsn())  # never a password in a skip reason
+                where = describe_target(server_dsn())  # never a password in a skip reason
                 _reachable = (False, f"PostgreSQL at {where} is unreachable: {first}")
     return _reachable
 

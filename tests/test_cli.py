@@ -255,6 +255,19 @@ def test_passwords_are_never_shown() -> None:
 
     shown = describe_target("postgresql://app:s3cret@db:5432/jobs")
     assert shown == "postgresql://app:***@db:5432/jobs"
+    # Every form a DSN carries a password in: "@" or "/" inside it, a query parameter,
+    # a libpq key=value string (quoted or not).
+    for dsn, expected in (
+        ("postgresql://app:s3@c/r@et@db/jobs?sslmode=require",
+         "postgresql://app:***@db/jobs?sslmode=require"),
+        ("postgresql://app@db/jobs?password=s3cret&sslmode=require",
+         "postgresql://app@db/jobs?password=***&sslmode=require"),
+        ("host=db password=s3cret dbname=jobs", "host=db password=*** dbname=jobs"),
+        ("host=db password='s3 \\'cret' dbname=jobs", "host=db password=*** dbname=jobs"),
+        ("postgresql://db/jobs", "postgresql://db/jobs"),
+        ("data/remote_jobs", "data/remote_jobs"),
+    ):
+        assert describe_target(dsn) == expected, dsn
     result = CliRunner().invoke(
         cli, ["--data-dir", "postgresql://app:s3cret@127.0.0.1:1/x", "stats"]
     )

@@ -562,3 +562,36 @@ def test_verify_names_a_corrupted_indexed_file_once_as_unreadable(store: JobStor
     (store.data_dir / "pending" / f"{job.id}.json").write_text("{ not json")
     report = store.verify()
     assert [(p.kind, p.job_id) for p in report.drift] == [("unreadable", job.id)]
+
+
+# -- many processes, with the race window widened ------------------------------------------
+
+
+def _slow_claim_all(target: str, name: str, order: list[str] | None, start: Any, out: Any) -> None:
+    """``claim_all`` in a process whose file store pauses between picking a candidate from
+    the sidecar and taking the job, so rival claimers pick the same candidates."""
+    import time
+
+    from tests.contract.test_concurrency import claim_all
+
+    original = JobStore._try_claim  # the lead's seam to come; file-store internals for now
+
+    def slow_try_claim(self: JobStore, *args: Any) -> Any:
+        time.sleep(0.002)
+        return original(self, *args)
+
+    JobStore._try_claim = slow_try_claim  # type: ignore[method-assign]
+    claim_all(target, name, order, start, out)
+
+
+@pytest.mark.slow
+def test_claimers_that_pick_the_same_candidate_never_share_a_job(data_dir: Path) -> None:
+    from tests.contract.test_concurrency import run_claimers
+
+    with JobStore(data_dir) as store:
+        ids = {store.add(new_job(content_type="audio")).id for _ in range(300)}
+    claimed = run_claimers(str(data_dir), 4, [None] * 4, claimer=_slow_claim_all)
+    assert sorted(job_id for job_id, _ in claimed) == sorted(ids), "a job claimed twice or never"
+    assert {attempt for _, attempt in claimed} == {1}
+    with JobStore(data_dir) as store:
+        assert store.count(status=JobStatus.COMPLETED) == 300

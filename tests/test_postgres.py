@@ -115,7 +115,7 @@ def test_a_pending_migration_is_applied_on_opening(
     repo.add(new_job(id="kept"))
     known = load_migrations("postgres")
     extra = Migration(len(known) + 1, "extra_table", "CREATE TABLE extra_thing (x int);")
-    monkeypatch.setattr("hybridstore.postgres.load_migrations", lambda kind: [*known, extra])
+    monkeypatch.setattr("hybridstore.pgschema.load_migrations", lambda kind: [*known, extra])
     with PostgresJobRepository(pg_schema_dsn) as again:
         assert again.get("kept") is not None
     assert query(pg_schema_dsn, "SELECT max(version) FROM schema_migrations") == [(extra.version,)]

@@ -259,7 +259,7 @@ def test_a_naive_now_means_utc(repo: JobRepository) -> None:
 def test_expected_version_0_matches_a_job_stored_at_version_0(repo: JobRepository) -> None:
     """Jobs of the older design carry version 0 (copy keeps versions): a save that expects
     the stored version works on them as on any other job."""
-    from hybridstore.transfer import SupportsImport
+    from hybridstore.repository import SupportsImport
 
     if not isinstance(repo, SupportsImport):
         pytest.skip("this backend cannot store a job at version 0")

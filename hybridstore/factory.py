@@ -1,0 +1,35 @@
+"""``open_repository``: opens the backend a path or URL names; it sits above every backend.
+
+``config`` only resolves what a target means; this module turns the resolved target into
+a backend, importing each one when first asked for (so opening a data directory never
+imports psycopg).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from .config import is_database_url, resolve_target
+
+if TYPE_CHECKING:
+    from .repository import JobRepository
+
+__all__ = ["open_repository"]
+
+
+def open_repository(target: str | os.PathLike[str] | None = None) -> JobRepository:
+    """Open the backend ``target`` names (see ``config.resolve_target``).
+
+    A path or ``file://`` URL opens a ``JobStore``; ``postgresql://…`` a
+    ``PostgresJobRepository``; None means ``$HYBRIDSTORE_URL`` if set, else the default
+    data directory. Switching a deployment to PostgreSQL is one environment variable.
+    """
+    resolved = resolve_target(target)
+    if is_database_url(resolved):
+        from .postgres import PostgresJobRepository
+
+        return PostgresJobRepository(resolved)
+    from .store import JobStore
+
+    return JobStore(resolved)
