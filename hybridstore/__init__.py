@@ -27,6 +27,7 @@ from .errors import (
     NotJobOwner,
     SchemaError,
     StorageError,
+    StoreNotFound,
     UnsupportedFileSystem,
     VersionConflict,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "SchemaError",
     "StorageError",
     "StorageManager",
+    "StoreNotFound",
     "UnsupportedFileSystem",
     "VersionConflict",
     "__version__",

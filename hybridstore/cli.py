@@ -13,12 +13,17 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
-from .config import describe_target, is_database_url, open_repository, resolve_target
+from .config import (
+    check_data_dir,
+    describe_target,
+    is_database_url,
+    open_repository,
+    resolve_target,
+)
 from .errors import HybridStoreError
 from .logs import LEVELS, configure_logging
 from .model import JobStatus
@@ -45,13 +50,6 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=False, default=str))
 
 
-def require_store(target: str) -> None:
-    """Fail unless ``target`` is a database URL or an existing directory: commands that
-    read must not create a data directory wherever a typo pointed them."""
-    if not is_database_url(target) and not Path(target).is_dir():
-        fail(f"no data directory at {target} (create one with 'hybridstore init')")
-
-
 class Context:
     """What the group's options decided: where the store is."""
 
@@ -64,10 +62,9 @@ class Context:
 
     @contextmanager
     def repository(self) -> Iterator[JobRepository]:
-        """The store, which must exist already."""
-        target = self.resolved()
-        require_store(target)
-        repo = open_repository(target)
+        """The store, which must exist already: commands that read (and the maintenance
+        commands) never create one wherever a typo pointed them."""
+        repo = open_repository(self.resolved(), create=False)
         try:
             yield repo
         finally:
@@ -81,8 +78,7 @@ class Context:
                 f"'{command}' works on a data directory, not on a database"
                 " (for PostgreSQL: hybridstore db init|migrate|test --url URL)"
             )
-        if not create:
-            require_store(target)
+        check_data_dir(target, create=create)
         store = JobStore(target)
         try:
             yield store
@@ -112,12 +108,20 @@ class HybridStoreGroup(click.Group):
             fail(f"unexpected {type(exc).__name__}: {exc}")
 
 
+def _not_empty(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    # An empty path would quietly mean the current directory.
+    if value is not None and not value.strip():
+        raise click.BadParameter("must name a directory or a URL, not be empty")
+    return value
+
+
 @click.group(cls=HybridStoreGroup)
 @click.option(
     "--data-dir",
     "--store",
     "target",
     metavar="DIR|URL",
+    callback=_not_empty,
     help="Data directory, file:// or postgresql:// URL. Default: $HYBRIDSTORE_URL, else "
     "$HYBRIDSTORE_DATA_DIR, else $MORAG_REMOTE_JOBS_DATA_DIR, else ./data/remote_jobs.",
 )
@@ -385,8 +389,7 @@ def copy(
     from .transfer import copy_jobs
 
     source_target = resolve_target(from_url) if from_url else context.resolved()
-    require_store(source_target)
-    source = open_repository(source_target)
+    source = open_repository(source_target, create=False)
     try:
         target = open_repository(to_url)
         try:

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from .errors import BackendUnavailable
+from .errors import BackendUnavailable, InvalidArgument, StoreNotFound
 
 if TYPE_CHECKING:
     from .repository import JobRepository
 
 __all__ = [
+    "check_data_dir",
     "default_data_dir",
     "describe_target",
     "is_database_url",
@@ -45,13 +46,16 @@ def resolve_target(target: str | os.PathLike[str] | None = None) -> str:
 
     None means ``$HYBRIDSTORE_URL`` if set, else the default data directory; a
     ``file://`` URL becomes its path. Other schemes and libpq ``key=value`` strings are
-    refused (``BackendUnavailable``) rather than taken for directory names.
+    refused (``BackendUnavailable``) rather than taken for directory names, and an empty
+    path (``InvalidArgument``) rather than taken for the current directory.
     """
     if target is None:
         target = os.environ.get("HYBRIDSTORE_URL") or None
     if target is None:
         return str(default_data_dir())
     text = os.fspath(target)
+    if not text.strip():
+        raise InvalidArgument(f"empty store path {text!r}: name a directory or a URL")
     if is_database_url(text):
         return text
     if _LIBPQ_KEYWORDS.match(text):
@@ -59,7 +63,10 @@ def resolve_target(target: str | os.PathLike[str] | None = None) -> str:
             "a key=value connection string is not accepted: use a postgresql:// URL"
         )
     if text.startswith("file://"):
-        return unquote(urlparse(text).path)
+        path = unquote(urlparse(text).path)
+        if not path:
+            raise InvalidArgument(f"{text!r} names no directory")
+        return path
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise BackendUnavailable(
@@ -68,20 +75,50 @@ def resolve_target(target: str | os.PathLike[str] | None = None) -> str:
     return text
 
 
-def open_repository(target: str | os.PathLike[str] | None = None) -> JobRepository:
+def check_data_dir(path: str | os.PathLike[str], *, create: bool) -> None:
+    """Refuse a path that cannot be a data directory, before anything is created there.
+
+    A regular file (or anything else that is not a directory) at ``path``: ``StoreNotFound``
+    for a reader, ``InvalidArgument`` when asked to create. Nothing at ``path``:
+    ``StoreNotFound`` unless ``create``.
+    """
+    where = Path(path)
+    if where.is_dir():
+        return
+    if where.exists():
+        what = (
+            f"{where} is a file, not a directory"
+            if where.is_file()
+            else f"{where} is not a directory"
+        )
+        if create:
+            raise InvalidArgument(f"{what}: a data directory must be a directory")
+        raise StoreNotFound(where, "hybridstore init", f"{what}, so not a data directory")
+    if not create:
+        raise StoreNotFound(where, "hybridstore init", f"no data directory at {where}")
+
+
+def open_repository(
+    target: str | os.PathLike[str] | None = None, *, create: bool = True
+) -> JobRepository:
     """Open the backend ``target`` names (see ``resolve_target``).
 
     A path or ``file://`` URL opens a ``JobStore``; ``postgresql://…`` a
     ``PostgresJobRepository``; None means ``$HYBRIDSTORE_URL`` if set, else the default
     data directory. Switching a deployment to PostgreSQL is one environment variable.
+
+    ``create=False`` is for readers: a missing data directory, or a database without
+    hybridstore's schema, raises ``StoreNotFound`` (naming the command that creates it)
+    instead of being created.
     """
     resolved = resolve_target(target)
     if is_database_url(resolved):
         from .postgres import PostgresJobRepository
 
-        return PostgresJobRepository(resolved)
+        return PostgresJobRepository(resolved, create=create)
     from .store import JobStore
 
+    check_data_dir(resolved, create=create)
     return JobStore(resolved)
 
 

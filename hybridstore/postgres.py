@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ from .errors import (
     JobAlreadyExists,
     JobNotFound,
     SchemaError,
+    StoreNotFound,
     VersionConflict,
 )
 from .migrations import Migration, load_migrations
@@ -61,15 +63,20 @@ if TYPE_CHECKING:
     Cursor = psycopg.Cursor[TupleRow]
 
 __all__ = [
+    "INIT_COMMAND",
     "INSTALL_HINT",
     "PostgresJobRepository",
     "apply_migrations",
     "connect",
+    "database_missing",
     "describe_dsn",
     "schema_state",
 ]
 
 INSTALL_HINT = "pip install 'hybridstore[postgres]'"
+# What creates a database's schema (and the database itself when the server allows it).
+INIT_COMMAND = "hybridstore db init"
+_MISSING_DATABASE = re.compile(r'database "[^"]*" does not exist')
 
 # Pools left behind in a forked child: closing them there would end the parent's
 # sessions (libpq sends Terminate on the shared sockets), so they are kept, never touched.
@@ -168,6 +175,11 @@ def _connect_kwargs(dsn: str) -> dict[str, Any]:
     return {} if "connect_timeout" in conninfo_to_dict(dsn) else {"connect_timeout": 10}
 
 
+def database_missing(error: BaseException) -> bool:
+    """True when ``error`` (a failed connection) says the database does not exist."""
+    return _MISSING_DATABASE.search(str(error)) is not None
+
+
 def _configure(conn: Connection) -> None:
     """Session settings of every connection: UTC, so timestamps and day arithmetic are
     plain UTC whatever the server's TimeZone."""
@@ -188,6 +200,8 @@ def connect(dsn: str, *, autocommit: bool = True) -> Connection:
         conn = psycopg.connect(dsn, autocommit=autocommit, **_connect_kwargs(dsn))
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if database_missing(exc):
+            reason += f" (create it with '{INIT_COMMAND}', or ask its administrator)"
         raise BackendUnavailable(
             f"cannot connect to PostgreSQL at {describe_dsn(dsn)}: {reason}"
         ) from exc
@@ -213,7 +227,10 @@ def schema_state(conn: Connection) -> tuple[str, int]:
     assert row is not None
     schema = row[0]
     if schema is None:
-        raise SchemaError("the connection's search_path names no existing schema: create it first")
+        raise SchemaError(
+            "the connection's search_path names no existing schema:"
+            f" create it with '{INIT_COMMAND}'"
+        )
     # From pg_class, not to_regclass(): after waiting for the advisory lock, a name lookup
     # without a lock can still answer from this session's stale catalog cache ("absent")
     # while another session has created and committed the table.
@@ -297,6 +314,25 @@ def apply_migrations(conn: Connection, *, adopted: list[str] | None = None) -> l
             _record(conn, migration)
             done.append(migration)
     return done
+
+
+def require_schema(conn: Connection, target: str) -> None:
+    """``StoreNotFound`` unless the connection's schema holds hybridstore's tables (at any
+    version). Reads only: for callers that must not create a schema."""
+    row = conn.execute("SELECT current_schema()").fetchone()
+    if row is None or row[0] is None:
+        raise StoreNotFound(
+            target,
+            INIT_COMMAND,
+            f"{target}: the schema its search_path names does not exist",
+        )
+    schema, version = schema_state(conn)
+    if version == 0:
+        older = pgadopt.find_older_table(conn, schema) is not None
+        what = (
+            "the older design's remote_jobs, not adopted yet" if older else "no hybridstore tables"
+        )
+        raise StoreNotFound(target, INIT_COMMAND, f"{target}: schema {schema!r} holds {what}")
 
 
 def _record(conn: Connection, migration: Migration) -> None:
@@ -399,8 +435,10 @@ class PostgresJobRepository:
     ``options=-csearch_path=NAME`` to keep the tables in schema NAME. Opening connects,
     creates and migrates the schema when needed (``SchemaError`` if the database's schema is
     newer than this code; ``BackendUnavailable`` if psycopg is missing or the server cannot
-    be reached). Connections come from a pool of at most ``max_connections``, shared by the
-    threads of a process; a forked child opens its own pool.
+    be reached). With ``create=False`` (readers) it creates nothing: a database or schema
+    without hybridstore's tables raises ``StoreNotFound``; pending migrations of an existing
+    schema are still applied. Connections come from a pool of at most ``max_connections``,
+    shared by the threads of a process; a forked child opens its own pool.
 
     Stored JSON (``task_options``, ``result_data``) is JSONB: values come back equal, but
     object keys in JSONB's order, and strings may not contain NUL characters (PostgreSQL
@@ -411,6 +449,7 @@ class PostgresJobRepository:
         self,
         dsn: str,
         *,
+        create: bool = True,
         min_connections: int = 1,
         max_connections: int = 8,
     ) -> None:
@@ -421,7 +460,17 @@ class PostgresJobRepository:
         self._target = describe_dsn(dsn)
         self._min = min_connections
         self._max = max(min_connections, max_connections)
-        with connect(dsn) as conn:
+        try:
+            conn = connect(dsn)
+        except BackendUnavailable as exc:
+            if not create and database_missing(exc):
+                raise StoreNotFound(
+                    self._target, INIT_COMMAND, f"{self._target}: the database does not exist"
+                ) from exc
+            raise
+        with conn:
+            if not create:
+                require_schema(conn, self._target)
             apply_migrations(conn)
         self._lock = threading.Lock()
         self._closed = False
