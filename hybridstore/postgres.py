@@ -310,10 +310,25 @@ def apply_migrations(conn: Connection, *, adopted: list[str] | None = None) -> l
         schema, version = schema_state(conn)
         _refuse_newer(schema, version, known)
         for migration in known[version:]:
-            conn.execute(migration.sql)
+            _run_migration(conn, schema, migration)
             _record(conn, migration)
             done.append(migration)
     return done
+
+
+def _run_migration(conn: Connection, schema: str, migration: Migration) -> None:
+    """Run one migration's SQL; ``SchemaError`` naming its file if the database refuses it
+    (the caller's transaction then rolls every pending migration back)."""
+    import psycopg
+
+    try:
+        conn.execute(migration.sql)
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise SchemaError(
+            f"schema {schema!r}: migration {migration.version:04d}_{migration.name}.sql failed"
+            f" ({type(exc).__name__}: {first}); nothing was applied"
+        ) from exc
 
 
 def require_schema(conn: Connection, target: str) -> None:
