@@ -296,15 +296,35 @@ def list_jobs(
             limit=limit,
             offset=offset,
         )
+    stored = [job.model_dump(mode="json") for job in jobs]
     if as_json:
-        echo_json([job.model_dump(mode="json") for job in jobs])
+        echo_json(stored)
         return
-    for job in jobs:
-        click.echo(
-            f"{safe(job.id):<38} {job.status.value:<10} {safe(job.content_type):<10}"
-            f" {safe(job.worker_id or '-'):<12} {job.created_at.isoformat()}"
-            f" retries={job.retry_count}/{job.max_retries}"
-        )
+    if not stored:
+        click.echo("no jobs matched")
+        return
+    _echo_table(
+        ("ID", "STATUS", "CONTENT TYPE", "WORKER", "CREATED", "RETRIES"),
+        [
+            (
+                safe(job["id"]),
+                job["status"],
+                safe(job["content_type"]),
+                safe(job["worker_id"] or "-"),
+                job["created_at"],  # the same Z form as --json
+                f"{job['retry_count']}/{job['max_retries']}",
+            )
+            for job in stored
+        ],
+    )
+
+
+def _echo_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Columns as wide as their widest cell, two spaces apart; the last one unpadded."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
+        click.echo("  ".join([*cells, row[-1]]))
 
 
 @cli.command()

@@ -1,18 +1,83 @@
-"""Output that explains itself: a failing PostgreSQL migration."""
+"""Output that explains itself: list's table, cleanup --json, copy's long lists, the db
+commands' --url, a failing PostgreSQL migration, the demo's wording."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from hybridstore import JobStatus, JobStore
 from hybridstore.cli import cli
+from tests.conftest import T0, new_job
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     result = CliRunner().invoke(cli, list(args), env=env)
     return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def listed(tmp_path: Path) -> Path:
+    data = tmp_path / "jobs"
+    with JobStore(data) as store:
+        store.add(new_job(id="short", content_type="audio", created_at=T0))
+        store.add(
+            new_job(
+                id="a-much-longer-job-identifier",
+                content_type="application-pdf",
+                status=JobStatus.PROCESSING,
+                worker_id="gpu-worker-12",
+                created_at=T0.replace(microsecond=250000),
+            )
+        )
+    return data
+
+
+def test_list_is_an_aligned_table_with_the_json_timestamps(listed: Path) -> None:
+    code, out, _ = invoke("--data-dir", str(listed), "list")
+    assert code == 0
+    header, *rows = out.splitlines()
+    assert header.split() == ["ID", "STATUS", "CONTENT", "TYPE", "WORKER", "CREATED", "RETRIES"]
+    assert len(rows) == 2
+    # Every column starts where its header does.
+    starts = [m.start() for m in re.finditer(r"(?<!\S)(?!TYPE)\S+", header)]
+    for row in rows:
+        assert [m.start() for m in re.finditer(r"\S+", row)] == starts, row
+    stored = json.loads(invoke("--data-dir", str(listed), "list", "--json")[1])
+    assert [job["created_at"] for job in stored] == [
+        "2026-01-01T12:00:00Z",
+        "2026-01-01T12:00:00.250000Z",
+    ]
+    for row, job in zip(rows, stored, strict=True):
+        assert job["created_at"] in row.split() and "+00:00" not in row
+
+
+def test_list_says_when_no_job_matched(listed: Path) -> None:
+    code, out, _ = invoke("--data-dir", str(listed), "list", "--status", "failed")
+    assert code == 0 and out == "no jobs matched\n"
+    code, out, _ = invoke("--data-dir", str(listed), "list", "--status", "failed", "--json")
+    assert code == 0 and json.loads(out) == []
+
+
+def test_list_as_a_process(listed: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "hybridstore.cli", "--data-dir", str(listed), "list"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("ID ") and "2026-01-01T12:00:00Z" in lines[1]
 
 
 @pytest.mark.postgres

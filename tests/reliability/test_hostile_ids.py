@@ -347,7 +347,7 @@ def test_cli_hostile_filters_and_stored_values(
         code, _, err = _cli(store.data_dir, "list", "--status", status)
         assert code == 2 and "\x1b" not in err
     code, out, err = _cli(store.data_dir, "list", "--worker", "../x\x1b[31m")
-    assert code == 0 and out == ""
+    assert code == 0 and out == "no jobs matched\n"
     for args in (
         ("list",),
         ("list", "--json"),
