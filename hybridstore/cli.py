@@ -41,6 +41,11 @@ def safe(text: object) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
 
 
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 job``, ``2 jobs``, ``0 jobs`` (``many`` when the plural is not ``word + s``)."""
+    return f"{count} {word}" if count == 1 else f"{count} {many or word + 's'}"
+
+
 def fail(message: str) -> NoReturn:
     click.echo(f"error: {safe(message)}", err=True)
     sys.exit(1)
@@ -354,7 +359,7 @@ def expire(context: Context, as_json: bool) -> None:
         return
     for job in changed:
         click.echo(f"{safe(job.id)} -> {job.status.value}")
-    click.echo(f"expired {len(changed)} jobs")
+    click.echo(f"expired {plural(len(changed), 'job')}")
 
 
 @cli.command()
@@ -366,27 +371,48 @@ def expire(context: Context, as_json: bool) -> None:
     help="Delete terminal jobs finished more than this many days ago.",
 )
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @pass_context
-def cleanup(context: Context, days: float, dry_run: bool) -> None:
-    """Delete old completed, failed, timed-out and cancelled jobs."""
+def cleanup(context: Context, days: float, dry_run: bool, as_json: bool) -> None:
+    """Delete old completed, failed, timed-out and cancelled jobs.
+
+    With --json: {"days", "dry_run", "deleted"}, and with --dry-run "job_ids", the jobs
+    that would be deleted ("deleted" then counts them; none is deleted).
+    """
+    job_ids: list[str] = []
     with context.repository() as repo:
         if dry_run:
-            old = repo.old_jobs(days)  # the backend's clock, as cleanup uses
-            click.echo(f"would delete {len(old)} jobs finished more than {days:g} days ago")
-            return
-        deleted = repo.cleanup(days)
-    click.echo(f"deleted {deleted} jobs finished more than {days:g} days ago")
+            job_ids = [job.id for job in repo.old_jobs(days)]  # the clock cleanup uses
+            deleted = len(job_ids)
+        else:
+            deleted = repo.cleanup(days)
+    if as_json:
+        outcome: dict[str, Any] = {"days": days, "dry_run": dry_run, "deleted": deleted}
+        if dry_run:
+            outcome["job_ids"] = job_ids
+        echo_json(outcome)
+        return
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb} {plural(deleted, 'job')} finished more than {days:g} days ago")
 
 
 # -- moving between backends ------------------------------------------------------------
 
 
 @cli.command()
-@click.option("--to", "to_url", required=True, metavar="URL|DIR", help="Where to copy to.")
+@click.option(
+    "--to",
+    "to_url",
+    required=True,
+    metavar="URL|DIR",
+    callback=_not_empty,
+    help="Where to copy to.",
+)
 @click.option(
     "--from",
     "from_url",
     metavar="URL|DIR",
+    callback=_not_empty,
     help="Where to copy from (default: the store of --data-dir).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)

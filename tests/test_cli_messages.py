@@ -80,6 +80,20 @@ def test_list_as_a_process(listed: Path) -> None:
     assert lines[0].startswith("ID ") and "2026-01-01T12:00:00Z" in lines[1]
 
 
+def test_cleanup_json(tmp_path: Path) -> None:
+    data = tmp_path / "jobs"
+    with JobStore(data) as store:
+        store.add(new_job(id="old", status=JobStatus.COMPLETED, completed_at=T0))
+        store.add(new_job(id="waiting"))
+    code, out, _ = invoke("--data-dir", str(data), "cleanup", "--dry-run", "--json")
+    assert code == 0
+    assert json.loads(out) == {"days": 7, "dry_run": True, "deleted": 1, "job_ids": ["old"]}
+    code, out, _ = invoke("--data-dir", str(data), "cleanup", "--days", "1", "--json")
+    assert code == 0 and json.loads(out) == {"days": 1, "dry_run": False, "deleted": 1}
+    code, out, _ = invoke("--data-dir", str(data), "cleanup", "--json")
+    assert json.loads(out)["deleted"] == 0
+
+
 @pytest.mark.postgres
 def test_a_failing_postgres_migration_names_its_file(
     pg_schema_dsn: str, monkeypatch: pytest.MonkeyPatch

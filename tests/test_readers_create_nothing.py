@@ -125,6 +125,8 @@ def test_an_empty_data_dir_is_a_usage_error(
     for args in (["--data-dir", "", "stats"], ["--data-dir", " ", "init"]):
         code, _, err = invoke(*args)
         assert code == 2 and "--data-dir" in err and "empty" in err, args
+    code, _, err = invoke("copy", "--from", str(tmp_path), "--to", "")
+    assert code == 2 and "--to" in err
     done = hybridstore("--data-dir", "", "init", cwd=tmp_path)
     assert done.returncode == 2 and "empty" in done.stderr
     assert list(tmp_path.iterdir()) == []
