@@ -460,16 +460,27 @@ def copy(
         there = report.target_counts.get(status.value, 0)
         mark = "" if here == there else "   <- differs"
         click.echo(f"  {status.value:<11} source {here:>8}  target {there:>8}{mark}")
-    for job_id in report.conflicts[:20]:
+    for job_id in report.conflicts[:SHOWN]:
         click.echo(f"conflict: {safe(job_id)}: the target holds a newer or diverged copy")
-    for difference in report.differences[:20]:
+    _more(len(report.conflicts), "conflict")
+    for difference in report.differences[:SHOWN]:
         click.echo(f"{difference.kind}: {safe(difference.job_id)}: {safe(difference.detail)}")
+    _more(len(report.differences), "difference")
     if report.ok:
         verified = ", every job compared" if report.verified else ""
         click.echo(f"ok: counts match{verified}")
     else:
         click.echo("copy check failed", err=True)
     sys.exit(0 if report.ok else 1)
+
+
+# How many lines of a long list a text report shows (--json shows them all).
+SHOWN = 20
+
+
+def _more(total: int, what: str) -> None:
+    if total > SHOWN:
+        click.echo(f"… and {total - SHOWN} more {what}s not shown (--json lists every one)")
 
 
 @cli.group()

@@ -94,6 +94,21 @@ def test_cleanup_json(tmp_path: Path) -> None:
     assert json.loads(out)["deleted"] == 0
 
 
+def test_copy_says_how_many_lines_it_did_not_show(tmp_path: Path) -> None:
+    source, target = tmp_path / "source", tmp_path / "target"
+    with JobStore(source) as store:
+        store.add(new_job(id="shared"))
+    with JobStore(target) as store:
+        for n in range(27):
+            store.add(new_job(id=f"extra-{n:02d}"))
+    code, out, _ = invoke("copy", "--from", str(source), "--to", str(target), "--verify")
+    assert code == 1
+    assert len(re.findall(r"^extra: ", out, flags=re.MULTILINE)) == 20
+    assert "… and 7 more differences not shown" in out
+    code, out, _ = invoke("copy", "--from", str(source), "--to", str(target), "--json")
+    assert code == 1
+
+
 @pytest.mark.postgres
 def test_a_failing_postgres_migration_names_its_file(
     pg_schema_dsn: str, monkeypatch: pytest.MonkeyPatch
