@@ -491,10 +491,9 @@ def db() -> None:
 def _db_url_option(function: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--url",
-        required=True,
         envvar="HYBRIDSTORE_URL",
         metavar="URL",
-        help="postgresql://user@host:port/database (default: $HYBRIDSTORE_URL).",
+        help="postgresql://user@host:port/database; required unless $HYBRIDSTORE_URL is set.",
     )(function)
 
 
@@ -512,7 +511,9 @@ def _db_report(status: Any, as_json: bool) -> None:
     sys.exit(0 if status.ok else 1)
 
 
-def _database_url(url: str) -> str:
+def _database_url(url: str | None) -> str:
+    if not url:
+        raise click.UsageError("give --url postgresql://... or set $HYBRIDSTORE_URL")
     if not is_database_url(url):
         raise click.BadParameter("expected a postgresql:// URL", param_hint="--url")
     return url
@@ -521,7 +522,7 @@ def _database_url(url: str) -> str:
 @db.command("init")
 @_db_url_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-def db_init(url: str, as_json: bool) -> None:
+def db_init(url: str | None, as_json: bool) -> None:
     """Create the database and schema if missing, and apply every migration."""
     from .pgadmin import init_db
 
@@ -531,7 +532,7 @@ def db_init(url: str, as_json: bool) -> None:
 @db.command("migrate")
 @_db_url_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-def db_migrate(url: str, as_json: bool) -> None:
+def db_migrate(url: str | None, as_json: bool) -> None:
     """Apply pending migrations."""
     from .pgadmin import migrate_db
 
@@ -541,7 +542,7 @@ def db_migrate(url: str, as_json: bool) -> None:
 @db.command("test")
 @_db_url_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-def db_test(url: str, as_json: bool) -> None:
+def db_test(url: str | None, as_json: bool) -> None:
     """Connect and check the schema version; exit 1 unless it is up to date."""
     from .pgadmin import check_db
 
@@ -552,16 +553,16 @@ def db_test(url: str, as_json: bool) -> None:
 @_db_url_option
 @click.option("--force", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-def db_reset(url: str, force: bool, as_json: bool) -> None:
+def db_reset(url: str | None, force: bool, as_json: bool) -> None:
     """Drop hybridstore's tables (every job!) and recreate them."""
     from .pgadmin import reset_db
 
-    url = _database_url(url)
+    dsn = _database_url(url)
     if not force:
         from .postgres import describe_dsn
 
-        click.confirm(f"This deletes every job in {safe(describe_dsn(url))}. Continue?", abort=True)
-    _db_report(reset_db(url), as_json)
+        click.confirm(f"This deletes every job in {safe(describe_dsn(dsn))}. Continue?", abort=True)
+    _db_report(reset_db(dsn), as_json)
 
 
 @db.command("create-migration")

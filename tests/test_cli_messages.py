@@ -109,6 +109,15 @@ def test_copy_says_how_many_lines_it_did_not_show(tmp_path: Path) -> None:
     assert code == 1
 
 
+def test_db_url_help_is_truthful_and_a_missing_url_is_a_usage_error() -> None:
+    for command in ("init", "migrate", "test", "reset"):
+        code, out, _ = invoke("db", command, "--help")
+        assert code == 0
+        assert "[required]" not in out and "$HYBRIDSTORE_URL" in out
+        code, _, err = invoke("db", command, env={"HYBRIDSTORE_URL": ""})
+        assert code == 2 and "--url" in err and "HYBRIDSTORE_URL" in err
+
+
 @pytest.mark.postgres
 def test_a_failing_postgres_migration_names_its_file(
     pg_schema_dsn: str, monkeypatch: pytest.MonkeyPatch
