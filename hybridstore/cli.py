@@ -597,7 +597,9 @@ def demo(context: Context, jobs: int, workers: int, fail_rate: float, as_json: b
     open_repository(target).close()  # create the store before the workers start
     if not as_json:
         click.echo(
-            f"demo: {jobs} jobs, {workers} worker processes, store {safe(describe_target(target))}"
+            f"demo: {plural(jobs, 'job')},"
+            f" {plural(workers, 'worker process', 'worker processes')},"
+            f" store {safe(describe_target(target))}"
         )
     with _progress(sys.stderr.isatty() and not as_json, "jobs finished") as progress:
         report = run_demo(
@@ -606,9 +608,18 @@ def demo(context: Context, jobs: int, workers: int, fail_rate: float, as_json: b
     if as_json:
         echo_json(report.to_dict())
         return
+    rate = report.claims_per_second
     click.echo(
-        f"{report.claims} claims in {report.seconds:.2f}s:"
-        f" {report.claims_per_second:.0f} claims/s with {workers} workers"
+        f"{plural(report.claims, 'claim')} in {report.seconds:.2f}s:"
+        f" {rate:.{1 if rate < 10 else 0}f} claims/s with {plural(workers, 'worker')}"
+    )
+    click.echo(
+        f"  (the demo's pace, not the store's: workers sleep {report.work_seconds * 1000:g} ms"
+        " per job to imitate work, and the time includes starting them)"
+    )
+    click.echo(
+        f"time inside store calls: {report.store_ms_per_claim:.2f} ms per claim"
+        " (claim, heartbeat, complete/fail; lock waits included)"
     )
     click.echo(
         f"attempts: {report.completed} completed, {report.failed_attempts} failed,"
@@ -616,7 +627,7 @@ def demo(context: Context, jobs: int, workers: int, fail_rate: float, as_json: b
     )
     statistics = report.statistics
     counts = ", ".join(f"{k} {v}" for k, v in statistics["status_counts"].items())
-    click.echo(f"store now holds {statistics['total_jobs']} jobs: {counts}")
+    click.echo(f"store now holds {plural(statistics['total_jobs'], 'job')}: {counts}")
 
 
 def main() -> None:

@@ -139,3 +139,29 @@ def test_a_failing_postgres_migration_names_its_file(
     monkeypatch.undo()
     code, out, _ = invoke("db", "test", "--url", pg_schema_dsn, "--json")
     assert json.loads(out)["version"] == 0
+
+
+def test_demo_speaks_in_the_right_plurals_and_says_its_workers_sleep(tmp_path: Path) -> None:
+    code, out, err = invoke(
+        "--data-dir",
+        str(tmp_path / "demo"),
+        "demo",
+        "--jobs",
+        "1",
+        "--workers",
+        "1",
+        "--fail-rate",
+        "0",
+    )
+    assert code == 0, err
+    assert out.startswith("demo: 1 job, 1 worker process, store ")
+    assert re.search(r"^1 claim in [\d.]+s: [\d.]+ claims/s with 1 worker$", out, re.MULTILINE)
+    assert "sleep" in out and "not the store's" in out
+    assert re.search(r"time inside store calls: [\d.]+ ms per claim", out)
+    assert "store now holds 1 job:" in out
+    assert not re.search(r"\b1 (jobs|claims|workers)\b", out)
+    code, out, _ = invoke(
+        "--data-dir", str(tmp_path / "demo"), "demo", "--jobs", "1", "--workers", "1", "--json"
+    )
+    report = json.loads(out)
+    assert report["work_seconds_per_job"] > 0 and report["store_ms_per_claim"] > 0
