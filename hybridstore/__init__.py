@@ -26,6 +26,7 @@ from .errors import (
     NotJobOwner,
     SchemaError,
     StorageError,
+    StoreNotFound,
     UnsupportedFileSystem,
     VersionConflict,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "SchemaError",
     "StorageError",
     "StorageManager",
+    "StoreNotFound",
     "UnsupportedFileSystem",
     "VersionConflict",
     "__version__",

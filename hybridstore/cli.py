@@ -13,12 +13,11 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
-from .config import describe_target, is_database_url, resolve_target
+from .config import check_data_dir, describe_target, is_database_url, resolve_target
 from .errors import HybridStoreError
 from .factory import open_repository
 from .logs import LEVELS, configure_logging
@@ -37,6 +36,11 @@ def safe(text: object) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
 
 
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 job``, ``2 jobs``, ``0 jobs`` (``many`` when the plural is not ``word + s``)."""
+    return f"{count} {word}" if count == 1 else f"{count} {many or word + 's'}"
+
+
 def fail(message: str) -> NoReturn:
     click.echo(f"error: {safe(message)}", err=True)
     sys.exit(1)
@@ -44,13 +48,6 @@ def fail(message: str) -> NoReturn:
 
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=False, default=str))
-
-
-def require_store(target: str) -> None:
-    """Fail unless ``target`` is a database URL or an existing directory: commands that
-    read must not create a data directory wherever a typo pointed them."""
-    if not is_database_url(target) and not Path(target).is_dir():
-        fail(f"no data directory at {target} (create one with 'hybridstore init')")
 
 
 class Context:
@@ -65,10 +62,9 @@ class Context:
 
     @contextmanager
     def repository(self) -> Iterator[JobRepository]:
-        """The store, which must exist already."""
-        target = self.resolved()
-        require_store(target)
-        repo = open_repository(target)
+        """The store, which must exist already: commands that read (and the maintenance
+        commands) never create one wherever a typo pointed them."""
+        repo = open_repository(self.resolved(), create=False)
         try:
             yield repo
         finally:
@@ -82,9 +78,8 @@ class Context:
                 f"'{command}' works on a data directory, not on a database"
                 " (for PostgreSQL: hybridstore db init|migrate|test --url URL)"
             )
-        if not create:
-            require_store(target)
-        store = JobStore(target)
+        check_data_dir(target, create=create)
+        store = JobStore(target, create=create)
         try:
             yield store
         finally:
@@ -113,12 +108,20 @@ class HybridStoreGroup(click.Group):
             fail(f"unexpected {type(exc).__name__}: {exc}")
 
 
+def _not_empty(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    # An empty path would quietly mean the current directory.
+    if value is not None and not value.strip():
+        raise click.BadParameter("must name a directory or a URL, not be empty")
+    return value
+
+
 @click.group(cls=HybridStoreGroup)
 @click.option(
     "--data-dir",
     "--store",
     "target",
     metavar="DIR|URL",
+    callback=_not_empty,
     help="Data directory, file:// or postgresql:// URL. Default: $HYBRIDSTORE_URL, else "
     "$HYBRIDSTORE_DATA_DIR, else $MORAG_REMOTE_JOBS_DATA_DIR, else ./data/remote_jobs.",
 )
@@ -293,15 +296,35 @@ def list_jobs(
             limit=limit,
             offset=offset,
         )
+    stored = [job.model_dump(mode="json") for job in jobs]
     if as_json:
-        echo_json([job.model_dump(mode="json") for job in jobs])
+        echo_json(stored)
         return
-    for job in jobs:
-        click.echo(
-            f"{safe(job.id):<38} {job.status.value:<10} {safe(job.content_type):<10}"
-            f" {safe(job.worker_id or '-'):<12} {job.created_at.isoformat()}"
-            f" retries={job.retry_count}/{job.max_retries}"
-        )
+    if not stored:
+        click.echo("no jobs matched")
+        return
+    _echo_table(
+        ("ID", "STATUS", "CONTENT TYPE", "WORKER", "CREATED", "RETRIES"),
+        [
+            (
+                safe(job["id"]),
+                job["status"],
+                safe(job["content_type"]),
+                safe(job["worker_id"] or "-"),
+                job["created_at"],  # the same Z form as --json
+                f"{job['retry_count']}/{job['max_retries']}",
+            )
+            for job in stored
+        ],
+    )
+
+
+def _echo_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Columns as wide as their widest cell, two spaces apart; the last one unpadded."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
+        click.echo("  ".join([*cells, row[-1]]))
 
 
 @cli.command()
@@ -331,7 +354,7 @@ def expire(context: Context, as_json: bool) -> None:
         return
     for job in changed:
         click.echo(f"{safe(job.id)} -> {job.status.value}")
-    click.echo(f"expired {len(changed)} jobs")
+    click.echo(f"expired {plural(len(changed), 'job')}")
 
 
 @cli.command()
@@ -343,27 +366,48 @@ def expire(context: Context, as_json: bool) -> None:
     help="Delete terminal jobs finished more than this many days ago.",
 )
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @pass_context
-def cleanup(context: Context, days: float, dry_run: bool) -> None:
-    """Delete old completed, failed, timed-out and cancelled jobs."""
+def cleanup(context: Context, days: float, dry_run: bool, as_json: bool) -> None:
+    """Delete old completed, failed, timed-out and cancelled jobs.
+
+    With --json: {"days", "dry_run", "deleted"}, and with --dry-run "job_ids", the jobs
+    that would be deleted ("deleted" then counts them; none is deleted).
+    """
+    job_ids: list[str] = []
     with context.repository() as repo:
         if dry_run:
-            old = repo.old_jobs(days)  # the backend's clock, as cleanup uses
-            click.echo(f"would delete {len(old)} jobs finished more than {days:g} days ago")
-            return
-        deleted = repo.cleanup(days)
-    click.echo(f"deleted {deleted} jobs finished more than {days:g} days ago")
+            job_ids = [job.id for job in repo.old_jobs(days)]  # the clock cleanup uses
+            deleted = len(job_ids)
+        else:
+            deleted = repo.cleanup(days)
+    if as_json:
+        outcome: dict[str, Any] = {"days": days, "dry_run": dry_run, "deleted": deleted}
+        if dry_run:
+            outcome["job_ids"] = job_ids
+        echo_json(outcome)
+        return
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb} {plural(deleted, 'job')} finished more than {days:g} days ago")
 
 
 # -- moving between backends ------------------------------------------------------------
 
 
 @cli.command()
-@click.option("--to", "to_url", required=True, metavar="URL|DIR", help="Where to copy to.")
+@click.option(
+    "--to",
+    "to_url",
+    required=True,
+    metavar="URL|DIR",
+    callback=_not_empty,
+    help="Where to copy to.",
+)
 @click.option(
     "--from",
     "from_url",
     metavar="URL|DIR",
+    callback=_not_empty,
     help="Where to copy from (default: the store of --data-dir).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
@@ -386,8 +430,7 @@ def copy(
     from .transfer import copy_jobs
 
     source_target = resolve_target(from_url) if from_url else context.resolved()
-    require_store(source_target)
-    source = open_repository(source_target)
+    source = open_repository(source_target, create=False)
     try:
         target = open_repository(to_url)
         try:
@@ -412,16 +455,27 @@ def copy(
         there = report.target_counts.get(status.value, 0)
         mark = "" if here == there else "   <- differs"
         click.echo(f"  {status.value:<11} source {here:>8}  target {there:>8}{mark}")
-    for job_id in report.conflicts[:20]:
+    for job_id in report.conflicts[:SHOWN]:
         click.echo(f"conflict: {safe(job_id)}: the target holds a newer or diverged copy")
-    for difference in report.differences[:20]:
+    _more(len(report.conflicts), "conflict")
+    for difference in report.differences[:SHOWN]:
         click.echo(f"{difference.kind}: {safe(difference.job_id)}: {safe(difference.detail)}")
+    _more(len(report.differences), "difference")
     if report.ok:
         verified = ", every job compared" if report.verified else ""
         click.echo(f"ok: counts match{verified}")
     else:
         click.echo("copy check failed", err=True)
     sys.exit(0 if report.ok else 1)
+
+
+# How many lines of a long list a text report shows (--json shows them all).
+SHOWN = 20
+
+
+def _more(total: int, what: str) -> None:
+    if total > SHOWN:
+        click.echo(f"… and {total - SHOWN} more {what}s not shown (--json lists every one)")
 
 
 @cli.group()
@@ -432,10 +486,9 @@ def db() -> None:
 def _db_url_option(function: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--url",
-        required=True,
         envvar="HYBRIDSTORE_URL",
         metavar="URL",
-        help="postgresql://user@host:port/database (default: $HYBRIDSTORE_URL).",
+        help="postgresql://user@host:port/database; required unless $HYBRIDSTORE_URL is set.",
     )(function)
 
 
@@ -453,7 +506,9 @@ def _db_report(status: Any, as_json: bool) -> None:
     sys.exit(0 if status.ok else 1)
 
 
-def _database_url(url: str) -> str:
+def _database_url(url: str | None) -> str:
+    if not url:
+        raise click.UsageError("give --url postgresql://... or set $HYBRIDSTORE_URL")
     if not is_database_url(url):
         raise click.BadParameter("expected a postgresql:// URL", param_hint="--url")
     return url
@@ -462,7 +517,7 @@ def _database_url(url: str) -> str:
 @db.command("init")
 @_db_url_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-def db_init(url: str, as_json: bool) -> None:
+def db_init(url: str | None, as_json: bool) -> None:
     """Create the database and schema if missing, and apply every migration."""
     from .pgadmin import init_db
 
@@ -472,7 +527,7 @@ def db_init(url: str, as_json: bool) -> None:
 @db.command("migrate")
 @_db_url_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-def db_migrate(url: str, as_json: bool) -> None:
+def db_migrate(url: str | None, as_json: bool) -> None:
     """Apply pending migrations."""
     from .pgadmin import migrate_db
 
@@ -482,7 +537,7 @@ def db_migrate(url: str, as_json: bool) -> None:
 @db.command("test")
 @_db_url_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-def db_test(url: str, as_json: bool) -> None:
+def db_test(url: str | None, as_json: bool) -> None:
     """Connect and check the schema version; exit 1 unless it is up to date."""
     from .pgadmin import check_db
 
@@ -493,16 +548,16 @@ def db_test(url: str, as_json: bool) -> None:
 @_db_url_option
 @click.option("--force", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-def db_reset(url: str, force: bool, as_json: bool) -> None:
+def db_reset(url: str | None, force: bool, as_json: bool) -> None:
     """Drop hybridstore's tables (every job!) and recreate them."""
     from .pgadmin import reset_db
 
-    url = _database_url(url)
+    dsn = _database_url(url)
     if not force:
         click.confirm(
-            f"This deletes every job in {safe(describe_target(url))}. Continue?", abort=True
+            f"This deletes every job in {safe(describe_target(dsn))}. Continue?", abort=True
         )
-    _db_report(reset_db(url), as_json)
+    _db_report(reset_db(dsn), as_json)
 
 
 @db.command("create-migration")
@@ -537,7 +592,9 @@ def demo(context: Context, jobs: int, workers: int, fail_rate: float, as_json: b
     open_repository(target).close()  # create the store before the workers start
     if not as_json:
         click.echo(
-            f"demo: {jobs} jobs, {workers} worker processes, store {safe(describe_target(target))}"
+            f"demo: {plural(jobs, 'job')},"
+            f" {plural(workers, 'worker process', 'worker processes')},"
+            f" store {safe(describe_target(target))}"
         )
     with _progress(sys.stderr.isatty() and not as_json, "jobs finished") as progress:
         report = run_demo(
@@ -546,9 +603,18 @@ def demo(context: Context, jobs: int, workers: int, fail_rate: float, as_json: b
     if as_json:
         echo_json(report.to_dict())
         return
+    rate = report.claims_per_second
     click.echo(
-        f"{report.claims} claims in {report.seconds:.2f}s:"
-        f" {report.claims_per_second:.0f} claims/s with {workers} workers"
+        f"{plural(report.claims, 'claim')} in {report.seconds:.2f}s:"
+        f" {rate:.{1 if rate < 10 else 0}f} claims/s with {plural(workers, 'worker')}"
+    )
+    click.echo(
+        f"  (the demo's pace, not the store's: workers sleep {report.work_seconds * 1000:g} ms"
+        " per job to imitate work, and the time includes starting them)"
+    )
+    click.echo(
+        f"time inside store calls: {report.store_ms_per_claim:.2f} ms per claim"
+        " (claim, heartbeat, complete/fail; lock waits included)"
     )
     click.echo(
         f"attempts: {report.completed} completed, {report.failed_attempts} failed,"
@@ -556,7 +622,7 @@ def demo(context: Context, jobs: int, workers: int, fail_rate: float, as_json: b
     )
     statistics = report.statistics
     counts = ", ".join(f"{k} {v}" for k, v in statistics["status_counts"].items())
-    click.echo(f"store now holds {statistics['total_jobs']} jobs: {counts}")
+    click.echo(f"store now holds {plural(statistics['total_jobs'], 'job')}: {counts}")
 
 
 def main() -> None:

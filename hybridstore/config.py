@@ -12,9 +12,10 @@ import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from .errors import BackendUnavailable
+from .errors import BackendUnavailable, InvalidArgument, StoreNotFound
 
 __all__ = [
+    "check_data_dir",
     "default_data_dir",
     "describe_target",
     "is_database_url",
@@ -47,13 +48,16 @@ def resolve_target(target: str | os.PathLike[str] | None = None) -> str:
 
     None means ``$HYBRIDSTORE_URL`` if set, else the default data directory; a
     ``file://`` URL becomes its path. Other schemes and libpq ``key=value`` strings are
-    refused (``BackendUnavailable``) rather than taken for directory names.
+    refused (``BackendUnavailable``) rather than taken for directory names, and an empty
+    path (``InvalidArgument``) rather than taken for the current directory.
     """
     if target is None:
         target = os.environ.get("HYBRIDSTORE_URL") or None
     if target is None:
         return str(default_data_dir())
     text = os.fspath(target)
+    if not text.strip():
+        raise InvalidArgument(f"empty store path {text!r}: name a directory or a URL")
     if is_database_url(text):
         return text
     if _LIBPQ_KEYWORDS.match(text):
@@ -61,13 +65,39 @@ def resolve_target(target: str | os.PathLike[str] | None = None) -> str:
             "a key=value connection string is not accepted: use a postgresql:// URL"
         )
     if text.startswith("file://"):
-        return unquote(urlparse(text).path)
+        path = unquote(urlparse(text).path)
+        if not path:
+            raise InvalidArgument(f"{text!r} names no directory")
+        return path
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise BackendUnavailable(
             f"no backend for {scheme}:// URLs (use a path, file:// or postgresql://)"
         )
     return text
+
+
+def check_data_dir(path: str | os.PathLike[str], *, create: bool) -> None:
+    """Refuse a path that cannot be a data directory, before anything is created there.
+
+    A regular file (or anything else that is not a directory) at ``path``: ``StoreNotFound``
+    for a reader, ``InvalidArgument`` when asked to create. Nothing at ``path``:
+    ``StoreNotFound`` unless ``create``.
+    """
+    where = Path(path)
+    if where.is_dir():
+        return
+    if where.exists():
+        what = (
+            f"{where} is a file, not a directory"
+            if where.is_file()
+            else f"{where} is not a directory"
+        )
+        if create:
+            raise InvalidArgument(f"{what}: a data directory must be a directory")
+        raise StoreNotFound(where, "hybridstore init", f"{what}, so not a data directory")
+    if not create:
+        raise StoreNotFound(where, "hybridstore init", f"no data directory at {where}")
 
 
 def describe_target(target: str) -> str:

@@ -39,11 +39,22 @@ class DemoReport:
     lease_lost: int = 0
     expired: int = 0
     seconds: float = 0.0
+    #: seconds each worker sleeps per job to imitate the conversion work
+    work_seconds: float = 0.0
+    #: seconds the workers spent inside store calls for the jobs they claimed (the claim,
+    #: heartbeat, complete or fail), summed over workers; empty polls are not counted
+    store_seconds: float = 0.0
     statistics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def claims_per_second(self) -> float:
+        """Claims over the run's wall time: bounded by the simulated work, not the store."""
         return self.claims / self.seconds if self.seconds else 0.0
+
+    @property
+    def store_ms_per_claim(self) -> float:
+        """Milliseconds inside store calls per claimed job (waits on other workers included)."""
+        return 1000 * self.store_seconds / self.claims if self.claims else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +68,9 @@ class DemoReport:
             "expired": self.expired,
             "seconds": round(self.seconds, 3),
             "claims_per_second": round(self.claims_per_second, 1),
+            "work_seconds_per_job": self.work_seconds,
+            "store_seconds": round(self.store_seconds, 3),
+            "store_ms_per_claim": round(self.store_ms_per_claim, 3),
             "statistics": self.statistics,
         }
 
@@ -73,11 +87,22 @@ def _worker(
 ) -> None:
     """One remote worker: claim until no pending job is left and none is in flight."""
     rng = random.Random(name)
-    counts = {"claims": 0, "completed": 0, "failed": 0, "abandoned": 0, "lease_lost": 0}
+    counts: dict[str, float] = {
+        "claims": 0,
+        "completed": 0,
+        "failed": 0,
+        "abandoned": 0,
+        "lease_lost": 0,
+        "store_seconds": 0.0,
+    }
+    clock = time.perf_counter
     with open_repository(target) as repo:
         start.wait()
         while True:
+            began = clock()
             job = repo.claim_next(name, content_types=CONTENT_TYPES, lease_seconds=lease_seconds)
+            if job is not None:
+                counts["store_seconds"] += clock() - began
             if job is None:
                 # Others may still fail jobs back to pending or leases may expire.
                 active = repo.count(status=["pending", "processing"], content_type=CONTENT_TYPES)
@@ -90,16 +115,24 @@ def _worker(
                 counts["abandoned"] += 1  # a worker that died: the lease will expire
                 continue
             try:
+                time.sleep(work_seconds / 2)  # the "work": a sleep, not the store
+                began = clock()
+                try:
+                    repo.heartbeat(job.id, name, lease_seconds=lease_seconds, attempt=job.attempt)
+                finally:
+                    counts["store_seconds"] += clock() - began
                 time.sleep(work_seconds / 2)
-                repo.heartbeat(job.id, name, lease_seconds=lease_seconds, attempt=job.attempt)
-                time.sleep(work_seconds / 2)
-                if rng.random() < fail_rate:
-                    repo.fail(job.id, name, "simulated conversion error", attempt=job.attempt)
-                    counts["failed"] += 1
-                else:
-                    result = {"pages": rng.randint(1, 40), "worker": name}
-                    repo.complete(job.id, name, result, attempt=job.attempt)
-                    counts["completed"] += 1
+                began = clock()
+                try:
+                    if rng.random() < fail_rate:
+                        repo.fail(job.id, name, "simulated conversion error", attempt=job.attempt)
+                        counts["failed"] += 1
+                    else:
+                        result = {"pages": rng.randint(1, 40), "worker": name}
+                        repo.complete(job.id, name, result, attempt=job.attempt)
+                        counts["completed"] += 1
+                finally:
+                    counts["store_seconds"] += clock() - began
             except (NotJobOwner, InvalidTransition):
                 # Our lease ran out and the job was expired (and maybe claimed again):
                 # the fencing did its job; a real worker drops its result here.
@@ -123,7 +156,7 @@ def run_demo(
     Abandoned claims (a simulated crash) come back through ``expire_overdue`` after
     ``lease_seconds``; ``progress(done, total)`` follows the jobs reaching a terminal status.
     """
-    report = DemoReport(jobs=jobs, workers=workers)
+    report = DemoReport(jobs=jobs, workers=workers, work_seconds=work_seconds)
     repo = open_repository(target)
     try:
         terminal = sorted(TERMINAL_STATUSES)
@@ -161,7 +194,7 @@ def run_demo(
             process.start()
         started = time.perf_counter()
         start.set()
-        counts: list[dict[str, int]] = []
+        counts: list[dict[str, float]] = []
         while len(counts) < workers:
             report.expired += len(repo.expire_overdue())
             if progress is not None:
@@ -175,11 +208,12 @@ def run_demo(
         for process in processes:
             process.join()
         for found in counts:
-            report.claims += found["claims"]
-            report.completed += found["completed"]
-            report.failed_attempts += found["failed"]
-            report.abandoned += found["abandoned"]
-            report.lease_lost += found["lease_lost"]
+            report.claims += int(found["claims"])
+            report.completed += int(found["completed"])
+            report.failed_attempts += int(found["failed"])
+            report.abandoned += int(found["abandoned"])
+            report.lease_lost += int(found["lease_lost"])
+            report.store_seconds += found["store_seconds"]
         if progress is not None:
             progress(repo.count(status=terminal) - done_before, jobs)
         report.statistics = repo.statistics()

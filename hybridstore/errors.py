@@ -122,6 +122,23 @@ class StorageError(HybridStoreError, OSError):
         return str(self.args[1])
 
 
+class StoreNotFound(HybridStoreError, FileNotFoundError):
+    """A reader opened a store that does not exist: a missing data directory, or a
+    PostgreSQL database without hybridstore's schema. Nothing was created.
+
+    ``store`` is the path or the URL (password masked); ``command`` the one that creates it.
+    """
+
+    def __init__(self, store: object, command: str, reason: str | None = None) -> None:
+        what = reason or f"no hybridstore store at {store}"
+        super().__init__(f"{what} (create it with '{command}')")
+        self.store = store
+        self.command = command
+
+    def __str__(self) -> str:  # OSError would otherwise format its own way
+        return str(self.args[0])
+
+
 class SchemaError(HybridStoreError):
     """A sidecar or database schema this version cannot use (e.g. newer than known)."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from .config import is_database_url, resolve_target
+from .config import check_data_dir, is_database_url, resolve_target
 
 if TYPE_CHECKING:
     from .repository import JobRepository
@@ -18,18 +18,25 @@ if TYPE_CHECKING:
 __all__ = ["open_repository"]
 
 
-def open_repository(target: str | os.PathLike[str] | None = None) -> JobRepository:
+def open_repository(
+    target: str | os.PathLike[str] | None = None, *, create: bool = True
+) -> JobRepository:
     """Open the backend ``target`` names (see ``config.resolve_target``).
 
     A path or ``file://`` URL opens a ``JobStore``; ``postgresql://…`` a
     ``PostgresJobRepository``; None means ``$HYBRIDSTORE_URL`` if set, else the default
     data directory. Switching a deployment to PostgreSQL is one environment variable.
+
+    ``create=False`` is for readers: a missing data directory, or a database without
+    hybridstore's schema, raises ``StoreNotFound`` (naming the command that creates it)
+    instead of being created.
     """
     resolved = resolve_target(target)
     if is_database_url(resolved):
         from .postgres import PostgresJobRepository
 
-        return PostgresJobRepository(resolved)
+        return PostgresJobRepository(resolved, create=create)
     from .store import JobStore
 
-    return JobStore(resolved)
+    check_data_dir(resolved, create=create)
+    return JobStore(resolved, create=create)

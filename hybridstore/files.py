@@ -353,6 +353,13 @@ class Layout:
             self.status_dir(status).mkdir(exist_ok=True)
         self.locks.mkdir(exist_ok=True)
 
+    def looks_like_store(self) -> bool:
+        """Whether the directory holds a store (a status directory or the sidecar), of this
+        design or the older one: what a reader may open without creating one."""
+        return any(os.path.isdir(d) for d in self._dirs.values()) or os.path.exists(
+            self.root / "hybridstore.sqlite3"
+        )
+
     def locate(self, job_id: str) -> list[JobStatus]:
         """Every status directory holding ``job_id``'s file (normally one, or none)."""
         return [s for s in JobStatus if os.path.lexists(self.job_file(s, job_id))]

@@ -126,6 +126,16 @@ _COUNTER_LIMITS = (
     ("retry_count", MAX_RETRIES_LIMIT),
     ("max_retries", MAX_RETRIES_LIMIT),
 )
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty or only whitespace")
+    return value
+
+
+# What every real job has: pydantic names the field when one is empty.
+NonBlankStr = Annotated[str, AfterValidator(_not_blank)]
+
+
 _SCALARS = (str, int, bool, type(None))
 _WRITTEN_BY_US = {"written_by_us": True}
 
@@ -167,9 +177,9 @@ class RemoteJob(BaseModel):
     model_config = ConfigDict(validate_assignment=True, extra="ignore")
 
     id: str = Field(default_factory=lambda: str(uuid.uuid4()))
-    ingestion_task_id: str
-    source_file_path: str
-    content_type: str
+    ingestion_task_id: NonBlankStr
+    source_file_path: NonBlankStr
+    content_type: NonBlankStr
     task_options: dict[str, Any] = Field(default_factory=dict)
     status: JobStatus = JobStatus.PENDING
     worker_id: str | None = None

@@ -7,6 +7,7 @@ schema modules above it) works without the ``postgres`` extra; using it then rai
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from .config import describe_target
@@ -19,9 +20,25 @@ if TYPE_CHECKING:
     Connection = psycopg.Connection[TupleRow]
     Cursor = psycopg.Cursor[TupleRow]
 
-__all__ = ["INSTALL_HINT", "configure", "connect", "connect_kwargs", "require_psycopg"]
+__all__ = [
+    "INIT_COMMAND",
+    "INSTALL_HINT",
+    "configure",
+    "connect",
+    "connect_kwargs",
+    "database_missing",
+    "require_psycopg",
+]
 
 INSTALL_HINT = "pip install 'hybridstore[postgres]'"
+# What creates a database's schema (and the database itself when the server allows it).
+INIT_COMMAND = "hybridstore db init"
+_MISSING_DATABASE = re.compile(r'database "[^"]*" does not exist')
+
+
+def database_missing(error: BaseException) -> bool:
+    """True when ``error`` (a failed connection) says the database does not exist."""
+    return _MISSING_DATABASE.search(str(error)) is not None
 
 
 def require_psycopg() -> None:
@@ -63,6 +80,8 @@ def connect(dsn: str, *, autocommit: bool = True) -> Connection:
         conn = psycopg.connect(dsn, autocommit=autocommit, **connect_kwargs(dsn))
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if database_missing(exc):
+            reason += f" (create it with '{INIT_COMMAND}', or ask its administrator)"
         raise BackendUnavailable(
             f"cannot connect to PostgreSQL at {describe_target(dsn)}: {reason}"
         ) from exc

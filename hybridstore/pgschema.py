@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import SchemaError
+from .errors import SchemaError, StoreNotFound
 from .migrations import Migration, load_migrations
 from .pgadopt import adopt, find_older_table, migrations_table_kind, table_columns
+from .pgconnect import INIT_COMMAND
 
 if TYPE_CHECKING:
     from .pgconnect import Connection
 
-__all__ = ["apply_migrations", "schema_state"]
+__all__ = ["apply_migrations", "require_schema", "schema_state"]
 
 
 def schema_state(conn: Connection) -> tuple[str, int]:
@@ -33,7 +34,10 @@ def schema_state(conn: Connection) -> tuple[str, int]:
     assert row is not None
     schema = row[0]
     if schema is None:
-        raise SchemaError("the connection's search_path names no existing schema: create it first")
+        raise SchemaError(
+            "the connection's search_path names no existing schema:"
+            f" create it with '{INIT_COMMAND}'"
+        )
     # From pg_class, not to_regclass(): after waiting for the advisory lock, a name lookup
     # without a lock can still answer from this session's stale catalog cache ("absent")
     # while another session has created and committed the table.
@@ -113,7 +117,7 @@ def apply_migrations(conn: Connection, *, adopted: list[str] | None = None) -> l
         schema, version = schema_state(conn)
         _refuse_newer(schema, version, known)
         for migration in known[version:]:
-            conn.execute(migration.sql)
+            _run_migration(conn, schema, migration)
             _record(conn, migration)
             done.append(migration)
     return done
@@ -124,3 +128,37 @@ def _record(conn: Connection, migration: Migration) -> None:
         "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
         (migration.version, migration.name),
     )
+
+
+def _run_migration(conn: Connection, schema: str, migration: Migration) -> None:
+    """Run one migration's SQL; ``SchemaError`` naming its file if the database refuses it
+    (the caller's transaction then rolls every pending migration back)."""
+    import psycopg
+
+    try:
+        conn.execute(migration.sql)
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise SchemaError(
+            f"schema {schema!r}: migration {migration.version:04d}_{migration.name}.sql failed"
+            f" ({type(exc).__name__}: {first}); nothing was applied"
+        ) from exc
+
+
+def require_schema(conn: Connection, target: str) -> None:
+    """``StoreNotFound`` unless the connection's schema holds hybridstore's tables (at any
+    version). Reads only: for callers that must not create a schema."""
+    row = conn.execute("SELECT current_schema()").fetchone()
+    if row is None or row[0] is None:
+        raise StoreNotFound(
+            target,
+            INIT_COMMAND,
+            f"{target}: the schema its search_path names does not exist",
+        )
+    schema, version = schema_state(conn)
+    if version == 0:
+        older = find_older_table(conn, schema) is not None
+        what = (
+            "the older design's remote_jobs, not adopted yet" if older else "no hybridstore tables"
+        )
+        raise StoreNotFound(target, INIT_COMMAND, f"{target}: schema {schema!r} holds {what}")

@@ -37,6 +37,7 @@ from .errors import (
     InvalidArgument,
     JobAlreadyExists,
     JobNotFound,
+    StoreNotFound,
     VersionConflict,
 )
 from .model import (
@@ -44,7 +45,14 @@ from .model import (
     RemoteJob,
     validate_job_id,
 )
-from .pgconnect import configure, connect, connect_kwargs, require_psycopg
+from .pgconnect import (
+    INIT_COMMAND,
+    configure,
+    connect,
+    connect_kwargs,
+    database_missing,
+    require_psycopg,
+)
 from .pgrows import (
     ACTIVE,
     ADD,
@@ -64,7 +72,7 @@ from .pgrows import (
     update_params,
     where_sql,
 )
-from .pgschema import apply_migrations
+from .pgschema import apply_migrations, require_schema
 from .repository import (
     Filter,
     ImportResult,
@@ -102,8 +110,10 @@ class PostgresJobRepository:
     ``options=-csearch_path=NAME`` to keep the tables in schema NAME. Opening connects,
     creates and migrates the schema when needed (``SchemaError`` if the database's schema is
     newer than this code; ``BackendUnavailable`` if psycopg is missing or the server cannot
-    be reached). Connections come from a pool of at most ``max_connections``, shared by the
-    threads of a process; a forked child opens its own pool.
+    be reached). With ``create=False`` (readers) it creates nothing: a database or schema
+    without hybridstore's tables raises ``StoreNotFound``; pending migrations of an existing
+    schema are still applied. Connections come from a pool of at most ``max_connections``,
+    shared by the threads of a process; a forked child opens its own pool.
 
     Stored JSON (``task_options``, ``result_data``) is JSONB: values come back equal, but
     object keys in JSONB's order, and strings may not contain NUL characters (PostgreSQL
@@ -114,6 +124,7 @@ class PostgresJobRepository:
         self,
         dsn: str,
         *,
+        create: bool = True,
         min_connections: int = 1,
         max_connections: int = 8,
     ) -> None:
@@ -124,7 +135,17 @@ class PostgresJobRepository:
         self._target = describe_target(dsn)
         self._min = min_connections
         self._max = max(min_connections, max_connections)
-        with connect(dsn) as conn:
+        try:
+            conn = connect(dsn)
+        except BackendUnavailable as exc:
+            if not create and database_missing(exc):
+                raise StoreNotFound(
+                    self._target, INIT_COMMAND, f"{self._target}: the database does not exist"
+                ) from exc
+            raise
+        with conn:
+            if not create:
+                require_schema(conn, self._target)
             apply_migrations(conn)
         self._lock = threading.Lock()
         self._closed = False

@@ -17,6 +17,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -279,6 +280,8 @@ class Sidecar:
         self.path = path
         self.busy_timeout = busy_timeout
         self.lock = threading.RLock()
+        #: Opened immutable, for a store on a read-only file system (see ``connect``).
+        self.read_only = False
         #: The stores of this process using this sidecar (``shared``/``release``), by id.
         self.users: set[int] = set()
         _LIVE.add(self)
@@ -303,21 +306,33 @@ class Sidecar:
     # -- connection -----------------------------------------------------------------------
 
     def connect(self) -> None:
-        """Open (or reopen) the connection; creates an empty database if none exists."""
+        """Open (or reopen) the connection; creates an empty database if none exists.
+
+        On a read-only file system the database is opened immutable: nothing can change it
+        there, so SQLite needs neither its locks nor a -shm file."""
         with self.lock:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout,
-                isolation_level=None,  # explicit BEGIN IMMEDIATE / COMMIT only
-                check_same_thread=False,
-            )
-            db = sqlite_utils.Database(conn)
-            if db.journal_mode != "wal":
-                db.enable_wal()
-            # The files are the truth and are fsynced; the index only needs to survive a
-            # process crash, which WAL with synchronous=NORMAL does. A machine crash may
-            # lose its last commits: the first open after a reboot rebuilds it.
-            conn.execute("PRAGMA synchronous = NORMAL")
+            if self.read_only:
+                conn = sqlite3.connect(
+                    f"file:{urllib.parse.quote(str(self.path))}?immutable=1",
+                    uri=True,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+                db = sqlite_utils.Database(conn)
+            else:
+                conn = sqlite3.connect(
+                    self.path,
+                    timeout=self.busy_timeout,
+                    isolation_level=None,  # explicit BEGIN IMMEDIATE / COMMIT only
+                    check_same_thread=False,
+                )
+                db = sqlite_utils.Database(conn)
+                if db.journal_mode != "wal":
+                    db.enable_wal()
+                # The files are the truth and are fsynced; the index only needs to survive
+                # a process crash, which WAL with synchronous=NORMAL does. A machine crash
+                # may lose its last commits: the first open after a reboot rebuilds it.
+                conn.execute("PRAGMA synchronous = NORMAL")
             self._db = db
             self._pid = os.getpid()
             self.generation += 1
@@ -410,6 +425,8 @@ class Sidecar:
         """``BEGIN IMMEDIATE`` … ``COMMIT``; rolled back if the block raises.
 
         Also clears the intents of this process's finished writes (``settle``)."""
+        if self.read_only:
+            raise StorageError(self.path, OSError(errno.EROFS, "read-only file system"))
         with self.lock:
             conn = self.conn
             gate = self._gate()

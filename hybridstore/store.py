@@ -25,6 +25,7 @@ so they may show a write a few milliseconds before its file lands; point reads r
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import os
 import random
@@ -42,7 +43,7 @@ import structlog
 from filelock import FileLock, Timeout
 
 from . import lifecycle
-from .config import default_data_dir
+from .config import check_data_dir, default_data_dir
 from .errors import (
     CorruptJobFile,
     InvalidArgument,
@@ -51,6 +52,7 @@ from .errors import (
     JobTooLarge,
     LockTimeout,
     StorageError,
+    StoreNotFound,
     VersionConflict,
 )
 from .files import (
@@ -142,6 +144,7 @@ class JobStore:
         lock_timeout: float = 5.0,
         max_job_bytes: int = DEFAULT_MAX_JOB_BYTES,
         check_file_system: bool = True,
+        create: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         self.durable = durable
@@ -155,7 +158,14 @@ class JobStore:
         if check_file_system:
             # Before creating anything: nothing is written on a file system we refuse.
             check_local_file_system(self.data_dir)
-        self.layout.create()
+        check_data_dir(self.data_dir, create=create)
+        #: On a read-only file system (a backup, a snapshot, a read-only mount) the store
+        #: can be read, without locks (nobody can write there); writes raise StorageError.
+        self.read_only = is_read_only(self.data_dir)
+        if (not create or self.read_only) and not self.layout.looks_like_store():
+            raise StoreNotFound(self.data_dir, "hybridstore init")
+        if not self.read_only:
+            self.layout.create()
         self._locks: dict[str, FileLock] = {}
         self._locks_pid = os.getpid()
         self.last_skipped: list[str] = []
@@ -165,6 +175,7 @@ class JobStore:
         self._sidecar = Sidecar.shared(
             self.data_dir / SIDECAR_NAME, self, gate=self.layout.lock_path(".sidecar-writes")
         )
+        self._sidecar.read_only = self.read_only
         self._closed = False
         try:
             with self._sidecar.lock:
@@ -173,9 +184,10 @@ class JobStore:
                     if self._sidecar.is_open():
                         self._sidecar.close()
                     self._open_sidecar()
-            self._recover_intents()
-            if first:
-                self._collect_dead_temps()
+            if not self.read_only:
+                self._recover_intents()
+                if first:
+                    self._collect_dead_temps()
         except BaseException:
             self.close()
             raise
@@ -185,8 +197,33 @@ class JobStore:
 
     # -- opening and the sidecar's health ---------------------------------------------
 
+    def _open_read_only(self) -> None:
+        """Connect to the sidecar of a store on a read-only file system, which nothing can
+        rebuild or migrate there: refuse one that is not usable as it is."""
+        problem = self._sidecar_health()
+        why = None
+        if problem is not None:
+            why = f"the sidecar is {problem}"
+        else:
+            self._sidecar.connect()
+            if self._sidecar.pending_migrations():
+                why = "the sidecar is of an older schema"
+        if why is not None:
+            self._sidecar.close()
+            raise StorageError(
+                self._sidecar.path,
+                OSError(
+                    errno.EROFS,
+                    f"{why} and the store is on a read-only file system: run"
+                    " 'hybridstore reindex' on a writable copy",
+                ),
+            )
+
     def _open_sidecar(self) -> None:
         """Connect, migrate, and rebuild from the files when the sidecar is not usable."""
+        if self.read_only:
+            self._open_read_only()
+            return
         sidecar = self._sidecar
         with self._lock(".sidecar", self.lock_timeout * 12):
             problem = self._sidecar_health()
@@ -304,6 +341,9 @@ class JobStore:
 
     @contextmanager
     def _lock(self, name: str, timeout: float | None = None) -> Iterator[None]:
+        if self.read_only:  # nothing can write there: nothing to exclude
+            yield
+            return
         lock = self._file_lock(name)
         wait = self.lock_timeout if timeout is None else timeout
         try:
@@ -349,7 +389,9 @@ class JobStore:
         if skipped:
             log.warning("skipped_busy_jobs", sweep=sweep, jobs=skipped[:20], count=len(skipped))
 
-    def _try_lock(self, job_id: str) -> FileLock | None:
+    def _try_lock(self, job_id: str) -> FileLock | _NoLock | None:
+        if self.read_only:
+            return _NoLock()
         lock = self._file_lock(job_id)
         try:
             lock.acquire(blocking=False)
@@ -1128,6 +1170,21 @@ class JobStore:
         if found.drift:
             log.warning("repaired", data_dir=str(self.data_dir), actions=len(report.actions))
         return report
+
+
+class _NoLock:
+    """The lock of a job in a read-only store: nothing to take or release."""
+
+    def release(self) -> None:
+        pass
+
+
+def is_read_only(path: Path) -> bool:
+    """Whether ``path`` is on a file system mounted read-only."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _why_skipped(kind: str) -> str:

@@ -98,10 +98,10 @@ def test_expire_and_cleanup(filled: Path) -> None:
         job = store.claim_next("w9", lease_seconds=0.001)
         assert job is not None
     code, out, _ = run(filled, "expire")
-    assert code == 0 and "expired 1 jobs" in out
+    assert code == 0 and "expired 1 job\n" in out
     code, out, _ = run(filled, "cleanup", "--days", "7", "--dry-run")
-    assert code == 0 and "would delete 1 jobs" in out
-    assert run(filled, "cleanup", "--days", "7")[1].startswith("deleted 1 jobs")
+    assert code == 0 and "would delete 1 job finished" in out
+    assert run(filled, "cleanup", "--days", "7")[1].startswith("deleted 1 job finished")
     assert json.loads(run(filled, "stats", "--json")[1])["total_jobs"] == 2
 
 

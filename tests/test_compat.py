@@ -6,9 +6,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 import hybridstore
-from hybridstore import InvalidJobId, RemoteJobsStorage, StorageManager
+from hybridstore import InvalidJobId, JobStore, LockTimeout, RemoteJobsStorage, StorageManager
 from hybridstore.model import utcnow
 
 
@@ -100,3 +101,43 @@ def test_module_level_storage_manager_uses_the_default_location(
     assert manager.remote_jobs.data_dir == tmp_path / "morag"
     monkeypatch.setenv("HYBRIDSTORE_DATA_DIR", str(tmp_path / "hs"))
     assert StorageManager().remote_jobs.data_dir == tmp_path / "hs"
+
+
+def test_unknown_status_is_an_empty_list_as_before(tmp_path: Path) -> None:
+    storage = RemoteJobsStorage(tmp_path / "data")
+    storage.save_job(job_dict("a"))
+    with capture_logs() as logs:
+        assert storage.find_jobs_by_status("bogus") == []
+    assert [e["event"] for e in logs] == ["find_jobs_failed"]
+    assert "bogus" in logs[0]["error"]
+    assert [j["id"] for j in storage.find_jobs_by_status("pending")] == ["a"]
+
+
+def test_cleanup_storage_logs_a_lock_timeout_and_returns_an_empty_dict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = StorageManager(tmp_path / "data")
+    assert manager.initialize_storage() is True
+
+    def timed_out(self: JobStore, days_old: float = 7, now: object = None) -> int:
+        raise LockTimeout("old-job", 5.0)
+
+    monkeypatch.setattr(JobStore, "cleanup", timed_out)
+    with capture_logs() as logs:
+        assert manager.cleanup_storage(days_old=7) == {}
+    assert logs[0]["event"] == "cleanup_storage_failed" and "old-job" in logs[0]["error"]
+
+
+def test_initialize_storage_recreates_a_deleted_status_directory(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    manager = StorageManager(data)
+    assert manager.initialize_storage() is True
+    (data / "failed").rmdir()
+    assert manager.initialize_storage() is True
+    assert (data / "failed").is_dir()
+    # A status directory that cannot be there (a file took its name): False, logged.
+    (data / "failed").rmdir()
+    (data / "failed").write_text("not a directory")
+    with capture_logs() as logs:
+        assert manager.initialize_storage() is False
+    assert logs and logs[0]["event"] == "initialize_storage_failed"

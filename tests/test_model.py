@@ -84,6 +84,18 @@ def test_negative_counters_are_refused() -> None:
             RemoteJob(**BASE, **{field: -1})
 
 
+@pytest.mark.parametrize("field", ["ingestion_task_id", "source_file_path", "content_type"])
+@pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
+def test_blank_identifying_fields_are_refused_by_name(field: str, blank: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        RemoteJob(**{**BASE, field: blank})
+    assert [error["loc"] for error in raised.value.errors()] == [(field,)]
+    job = RemoteJob(**BASE)
+    with pytest.raises(ValidationError, match=field):
+        setattr(job, field, blank)
+    assert RemoteJob(**{**BASE, field: " padded "}).model_dump()[field] == " padded "
+
+
 def test_is_expired() -> None:
     assert not RemoteJob(**BASE).is_expired
     assert RemoteJob(**BASE, timeout_at=utcnow() - timedelta(seconds=1)).is_expired
@@ -141,15 +153,16 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=20,
 )
+non_blank = st.text().filter(lambda text: text.strip() != "")
 aware = st.datetimes(
     min_value=datetime(1970, 1, 2), max_value=datetime(9999, 1, 1), timezones=st.just(UTC)
 )
 jobs = st.builds(
     RemoteJob,
     id=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", fullmatch=True),
-    ingestion_task_id=st.text(),
-    source_file_path=st.text(),
-    content_type=st.text(),
+    ingestion_task_id=non_blank,
+    source_file_path=non_blank,
+    content_type=non_blank,
     task_options=st.dictionaries(st.text(), json_values, max_size=5),
     status=st.sampled_from(JobStatus),
     worker_id=st.none() | st.text(),

@@ -31,6 +31,7 @@ PUBLIC = {
     "RemoteJobsStorage",
     "SchemaError",
     "StorageError",
+    "StoreNotFound",
     "StorageManager",
     "UnsupportedFileSystem",
     "VersionConflict",

@@ -285,8 +285,9 @@ def test_disk_full_on_a_real_tmpfs(tmp_path: Path) -> None:
 
 
 def test_read_only_file_system(tmp_path: Path) -> None:
-    """The data directory's file system is (re)mounted read-only: opening a store or
-    writing is a typed StorageError (EROFS), nothing is lost, and once the file system is
+    """The data directory's file system is (re)mounted read-only: the store can be read
+    (get, find, count, statistics, verify), without a lock file or a sidecar write; a
+    write is a typed StorageError (EROFS); nothing changes, and once the file system is
     writable again the store opens and works with no repair."""
     with _tmpfs(tmp_path / "mnt", "4m") as mount:
         data_dir = mount / "data"
@@ -297,10 +298,17 @@ def test_read_only_file_system(tmp_path: Path) -> None:
         if done.returncode != 0:
             pytest.skip("cannot remount read-only here")
         try:
-            with pytest.raises(StorageError) as caught:
-                JobStore(data_dir)
-            assert caught.value.errno == errno.EROFS
-            assert str(data_dir) in str(caught.value)
+            with JobStore(data_dir) as reader:
+                assert reader.read_only
+                assert reader.get("kept") == stored
+                assert reader.find() == [stored]
+                assert reader.count(status="pending") == 1
+                assert reader.statistics()["total_jobs"] == 1
+                assert reader.verify().ok
+                with pytest.raises(StorageError) as caught:
+                    reader.add(make_job("refused"))
+                assert caught.value.errno == errno.EROFS
+                assert str(data_dir) in str(caught.value)
         finally:
             subprocess.run(["mount", "-o", "remount,rw", str(mount)], capture_output=True)
         assert _tree(data_dir) == tree
