@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import sqlite3
 import threading
-import time
 import urllib.parse
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -29,6 +27,7 @@ from typing import Any
 import sqlite_utils
 
 from .errors import LockTimeout, SchemaError, StorageError
+from .locks import WriteGate
 from .migrations import Migration, load_migrations
 from .model import JobStatus, RemoteJob
 
@@ -292,13 +291,10 @@ class Sidecar:
         #: inode: the new file may reuse the number of the one just closed.)
         self.generation = 0
         self._inode = 0
-        # Writers of every process queue on an flock of ``gate`` before BEGIN IMMEDIATE.
-        # SQLite's own busy handler polls with sleeps of 1, 2, 5, 10... ms, which under
-        # several writing processes costs more than the transactions themselves. SQLite's
-        # busy timeout stays the fallback for writers that do not use the gate.
-        self._gate_path = gate
-        self._gate_fd = -1
-        self._gate_pid = 0
+        # Writers of every process queue on the gate before BEGIN IMMEDIATE (see
+        # ``locks.WriteGate``); SQLite's busy timeout stays the fallback for writers that
+        # do not use it.
+        self._gate = None if gate is None else WriteGate(gate)
         # Intents whose write this process finished: job id -> token. Each write transaction
         # deletes them in passing, which spares every write a commit of its own to do it.
         self._settled: dict[str, str] = {}
@@ -377,19 +373,8 @@ class Sidecar:
             if self._db is not None and self._pid == os.getpid():
                 self._db.conn.close()
             self._db = None
-            if self._gate_fd >= 0 and self._gate_pid == os.getpid():
-                os.close(self._gate_fd)
-            self._gate_fd = -1
-
-    def _gate(self) -> int:
-        """This process's descriptor of the write gate (-1 if there is none)."""
-        if self._gate_path is None:
-            return -1
-        if self._gate_fd < 0 or self._gate_pid != os.getpid():
-            # After a fork the inherited descriptor shares the parent's lock: open anew.
-            self._gate_fd = os.open(self._gate_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            self._gate_pid = os.getpid()
-        return self._gate_fd
+            if self._gate is not None:
+                self._gate.close()
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -402,24 +387,6 @@ class Sidecar:
             finally:
                 conn.execute("COMMIT")
 
-    def _enter_gate(self, gate: int) -> None:
-        """Take the write gate, waiting at most ``busy_timeout`` (``LockTimeout``).
-
-        Polled rather than blocking so that a writer stopped while holding it cannot hang
-        every other one forever; the first retries come after 0.1 ms, far sooner than
-        SQLite's busy handler would retry."""
-        delay = 0.0001
-        deadline = time.monotonic() + self.busy_timeout
-        while True:
-            try:
-                fcntl.flock(gate, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise LockTimeout(None, self.busy_timeout, self._gate_path) from None
-            time.sleep(delay)
-            delay = min(delay * 2, 0.002)
-
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` … ``COMMIT``; rolled back if the block raises.
@@ -429,9 +396,9 @@ class Sidecar:
             raise StorageError(self.path, OSError(errno.EROFS, "read-only file system"))
         with self.lock:
             conn = self.conn
-            gate = self._gate()
-            if gate >= 0:
-                self._enter_gate(gate)
+            gate = self._gate
+            if gate is not None:
+                gate.enter(self.busy_timeout)
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 settled = list(self._settled.items())
@@ -458,8 +425,8 @@ class Sidecar:
                     raise
                 raise error from exc
             finally:
-                if gate >= 0:
-                    fcntl.flock(gate, fcntl.LOCK_UN)
+                if gate is not None:
+                    gate.leave()
 
     def settle(self, job_id: str, token: str) -> None:
         """The write of ``job_id`` recorded with ``token`` is complete on disk: its intent

@@ -2,8 +2,8 @@
 
 The write protocol, in one place (``_commit``), for every operation that changes a job:
 
-1. take the job's lock (filelock, on the one of ``LOCK_STRIPES`` files in ``.locks/`` that
-   its id hashes to) and read its current file;
+1. take the job's lock (``locks.StripeLocks``: an flock on the one of ``LOCK_STRIPES``
+   files in ``.locks/`` that its id hashes to) and read its current file;
 2. in one short ``BEGIN IMMEDIATE`` commit, write the job's new row and an intent naming
    this write (a random token);
 3. change the files: write the new body atomically into its status directory, then remove
@@ -32,7 +32,6 @@ import random
 import secrets
 import sqlite3
 import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
 from . import lifecycle
 from .config import check_data_dir, default_data_dir
@@ -65,6 +64,7 @@ from .files import (
     remove_file,
     write_atomic,
 )
+from .locks import StripeLocks, coarse_lock
 from .migrations import Migration
 from .model import (
     ACTIVE_STATUSES,
@@ -100,11 +100,6 @@ TEMP_SWEEP_EVERY = 60
 TEMP_MAX_AGE = 15 * 60
 # How many claim candidates one sidecar query fetches.
 CLAIM_BATCH = 16
-# Jobs are locked through this many lock files, a job by the one its id hashes to. A fixed
-# set, created once: a lock file per job would cost a file creation per new job (as much as
-# the job file's own on some disks) and leave files to clean up after deletes. Two jobs
-# share a file about once in a thousand: they then wait for each other, briefly.
-LOCK_STRIPES = 1024
 
 ProgressCallback = Callable[[int, int], None]
 # Writes that carry no new content from the caller: ``max_job_bytes`` limits what a caller
@@ -166,8 +161,8 @@ class JobStore:
             raise StoreNotFound(self.data_dir, "hybridstore init")
         if not self.read_only:
             self.layout.create()
-        self._locks: dict[str, FileLock] = {}
-        self._locks_pid = os.getpid()
+        self._stripes = StripeLocks.of(self.layout.locks, self)
+        self._opening = FileLock(self.layout.lock_path(".sidecar"), fallback_to_soft=False)
         self.last_skipped: list[str] = []
         #: Sidecar migrations this open applied (all of them for a new sidecar).
         self.migrations_applied: list[Migration] = []
@@ -225,7 +220,7 @@ class JobStore:
             self._open_read_only()
             return
         sidecar = self._sidecar
-        with self._lock(".sidecar", self.lock_timeout * 12):
+        with coarse_lock(self._opening, self.lock_timeout * 12):
             problem = self._sidecar_health()
             if problem == "missing":
                 # A -wal or -shm left from a deleted database must not be replayed into
@@ -313,6 +308,7 @@ class JobStore:
         if not self._closed:
             self._closed = True
             self._sidecar.release(self)
+            self._stripes.release(self)
 
     def __enter__(self) -> JobStore:
         return self
@@ -322,42 +318,22 @@ class JobStore:
 
     # -- locks ----------------------------------------------------------------------------
 
-    def _file_lock(self, name: str) -> FileLock:
-        """The lock object of job ``name``'s stripe, or of ``.locks/<name>.lock`` for the
-        store's own locks (names starting with a dot); reused, as building one costs more
-        than taking it."""
-        if self._locks_pid != os.getpid():
-            # filelock refuses objects inherited across fork().
-            self._locks = {}
-            self._locks_pid = os.getpid()
-        if not name.startswith("."):
-            stripe = zlib.crc32(name.encode("utf-8", "surrogatepass")) % LOCK_STRIPES
-            name = f"jobs-{stripe:04d}"
-        lock = self._locks.get(name)
-        if lock is None:
-            lock = FileLock(self.layout.lock_path(name), fallback_to_soft=False)
-            self._locks[name] = lock
-        return lock
-
     @contextmanager
-    def _lock(self, name: str, timeout: float | None = None) -> Iterator[None]:
+    def _lock(self, job_id: str, timeout: float | None = None) -> Iterator[None]:
+        """Hold ``job_id``'s lock (``LockTimeout`` after ``lock_timeout``)."""
         if self.read_only:  # nothing can write there: nothing to exclude
             yield
             return
-        lock = self._file_lock(name)
-        wait = self.lock_timeout if timeout is None else timeout
-        try:
-            lock.acquire(timeout=wait)
-        except Timeout:
-            job_id = None if name.startswith(".") else name  # ".sidecar" guards opening
-            raise LockTimeout(job_id, wait, lock.lock_file) from None
-        except OSError as exc:
-            # The lock file cannot be created or opened: a read-only or full file system.
-            raise StorageError(lock.lock_file, exc) from exc
-        try:
+        with self._stripes.held(job_id, self.lock_timeout if timeout is None else timeout):
             yield
-        finally:
-            lock.release()
+
+    def _try_lock(self, job_id: str) -> bool:
+        """Lock ``job_id`` if it is free, without waiting; release with ``_unlock``."""
+        return True if self.read_only else self._stripes.try_acquire(job_id)
+
+    def _unlock(self, job_id: str) -> None:
+        if not self.read_only:
+            self._stripes.unlock(job_id)
 
     def _each_locked(self, job_ids: Iterable[str], sweep: str) -> Iterator[str]:
         """Yield each job id while holding its lock, skipping jobs a writer keeps locked.
@@ -369,14 +345,13 @@ class JobStore:
         ``self.last_skipped`` names them)."""
         busy: list[str] = []
         for job_id in job_ids:
-            lock = self._try_lock(job_id)
-            if lock is None:
+            if not self._try_lock(job_id):
                 busy.append(job_id)
                 continue
             try:
                 yield job_id
             finally:
-                lock.release()
+                self._unlock(job_id)
         skipped: list[str] = []
         for job_id in busy:
             try:
@@ -388,18 +363,6 @@ class JobStore:
         self.last_skipped = skipped
         if skipped:
             log.warning("skipped_busy_jobs", sweep=sweep, jobs=skipped[:20], count=len(skipped))
-
-    def _try_lock(self, job_id: str) -> FileLock | _NoLock | None:
-        if self.read_only:
-            return _NoLock()
-        lock = self._file_lock(job_id)
-        try:
-            lock.acquire(blocking=False)
-        except Timeout:
-            return None
-        except OSError as exc:
-            raise StorageError(lock.lock_file, exc) from exc
-        return lock
 
     # -- the write protocol -----------------------------------------------------------------
 
@@ -628,8 +591,7 @@ class JobStore:
         for job_id, token in self._sidecar.intents():
             if self._sidecar.is_settled(job_id, token):
                 continue  # ours and finished: our next write transaction clears it
-            lock = self._try_lock(job_id)
-            if lock is None:
+            if not self._try_lock(job_id):
                 # A live writer holds the job's lock stripe: this job's writer, which will
                 # finish its own intent, or another job's, and a later pass checks this one.
                 continue
@@ -648,7 +610,7 @@ class JobStore:
                         self._repair_locked(job_id)
                         recovered += 1
             finally:
-                lock.release()
+                self._unlock(job_id)
         if recovered:
             log.warning("recovered_interrupted_writes", jobs=recovered, data_dir=str(self.data_dir))
         return recovered
@@ -895,8 +857,7 @@ class JobStore:
         self, job_id: str, worker_id: str, wanted: list[str] | None, lease_seconds: float
     ) -> tuple[bool, RemoteJob | None]:
         """Try one candidate: (whether its lock was free, the claimed job or None)."""
-        lock = self._try_lock(job_id)
-        if lock is None:
+        if not self._try_lock(job_id):
             return False, None
         try:
             current = self._load_for_batch(job_id)
@@ -919,7 +880,7 @@ class JobStore:
             claimed = lifecycle.claim(current, worker_id, lease_seconds, utcnow())
             return True, self._store_next(current, claimed, "claim")
         finally:
-            lock.release()
+            self._unlock(job_id)
 
     def heartbeat(
         self,
@@ -1170,13 +1131,6 @@ class JobStore:
         if found.drift:
             log.warning("repaired", data_dir=str(self.data_dir), actions=len(report.actions))
         return report
-
-
-class _NoLock:
-    """The lock of a job in a read-only store: nothing to take or release."""
-
-    def release(self) -> None:
-        pass
 
 
 def is_read_only(path: Path) -> bool:

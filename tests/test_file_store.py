@@ -487,7 +487,7 @@ def test_repair_leaves_temp_files_of_a_job_whose_id_extends_another(
 
 
 def test_lock_files_are_a_fixed_set_whatever_the_jobs(store: JobStore, data_dir: Path) -> None:
-    from hybridstore.store import LOCK_STRIPES
+    from hybridstore.locks import LOCK_STRIPES
 
     jobs = [store.add(new_job()) for _ in range(40)]
     for job in jobs[:30]:
@@ -506,13 +506,12 @@ def test_a_job_whose_lock_stripe_is_busy_is_claimed_once_it_frees(data_dir: Path
     import threading
     import time
 
-    from hybridstore.store import LOCK_STRIPES
+    from hybridstore.locks import LOCK_STRIPES, StripeLocks
 
-    # Two stores stand for two processes: their locks on one stripe exclude each other.
     claimer, other = JobStore(data_dir), JobStore(data_dir)
-    stripe = claimer._file_lock("job-0")
+    stripe = StripeLocks.stripe("job-0")
     twin = next(
-        f"job-{n}" for n in range(1, 50 * LOCK_STRIPES) if claimer._file_lock(f"job-{n}") is stripe
+        f"job-{n}" for n in range(1, 50 * LOCK_STRIPES) if StripeLocks.stripe(f"job-{n}") == stripe
     )
     claimer.add(new_job(id="job-0"))
     claimer.add(new_job(id=twin))

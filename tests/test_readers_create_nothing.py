@@ -295,4 +295,4 @@ def test_a_store_on_a_read_only_mount_can_be_read(tmp_path: Path) -> None:
         assert caught.value.errno == errno.EROFS
         assert sorted(str(p.relative_to(mount)) for p in mount.rglob("*")) == before
     finally:
-        subprocess.run(["umount", str(mount)], capture_output=True)
+        subprocess.run(["umount", "--lazy", str(mount)], capture_output=True)
