@@ -126,6 +126,8 @@ _COUNTER_LIMITS = (
     ("retry_count", MAX_RETRIES_LIMIT),
     ("max_retries", MAX_RETRIES_LIMIT),
 )
+
+
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty or only whitespace")

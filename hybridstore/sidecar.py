@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import urllib.parse
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -252,11 +252,12 @@ class Sidecar:
             sidecar.users.add(id(user))
             return sidecar
 
-    def release(self, user: object) -> None:
-        """``user`` is done with a ``shared`` sidecar: the last one clears this process's
-        finished intents and closes the connection. (A store inherited across fork() is
-        no user in the child: its close leaves the child's connection to the child's own
-        stores, or to the process's end.)"""
+    def release(self, user: object, *, before_close: Callable[[], None] | None = None) -> None:
+        """``user`` is done with a ``shared`` sidecar: the last one calls ``before_close``
+        (errors ignored: what it would clear is checked by the next open) and closes the
+        connection. (A store inherited across fork() is no user in the child: its close
+        leaves the child's connection to the child's own stores, or to the process's end.)
+        """
         # Closed under the registry's lock: a store opening meanwhile would otherwise make
         # a second sidecar and read the header while this connection still holds locks.
         with _SHARED_LOCK:
@@ -266,10 +267,9 @@ class Sidecar:
             if self.users:
                 return
             with self.lock:
-                # If that fails they stay, harmlessly: the next open checks and clears them.
-                if self.is_open():
+                if self.is_open() and before_close is not None:
                     with contextlib.suppress(sqlite3.Error, StorageError, LockTimeout):
-                        self.flush_settled()
+                        before_close()
                 self.close()
             key = os.path.realpath(self.path)
             if _SHARED.get(key) is self:
@@ -295,9 +295,6 @@ class Sidecar:
         # ``locks.WriteGate``); SQLite's busy timeout stays the fallback for writers that
         # do not use it.
         self._gate = None if gate is None else WriteGate(gate)
-        # Intents whose write this process finished: job id -> token. Each write transaction
-        # deletes them in passing, which spares every write a commit of its own to do it.
-        self._settled: dict[str, str] = {}
 
     # -- connection -----------------------------------------------------------------------
 
@@ -332,9 +329,6 @@ class Sidecar:
             self._db = db
             self._pid = os.getpid()
             self.generation += 1
-            # Settled intents belong to the database they were written to (a replaced
-            # one is gone; after a fork, the parent clears its own).
-            self._settled.clear()
             try:
                 self._inode = os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -389,9 +383,7 @@ class Sidecar:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT``; rolled back if the block raises.
-
-        Also clears the intents of this process's finished writes (``settle``)."""
+        """``BEGIN IMMEDIATE`` … ``COMMIT``; rolled back if the block raises."""
         if self.read_only:
             raise StorageError(self.path, OSError(errno.EROFS, "read-only file system"))
         with self.lock:
@@ -401,12 +393,7 @@ class Sidecar:
                 gate.enter(self.busy_timeout)
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                settled = list(self._settled.items())
                 try:
-                    if settled:
-                        conn.executemany(
-                            "DELETE FROM intents WHERE job_id = ? AND token = ?", settled
-                        )
                     yield conn
                     conn.execute("COMMIT")
                 except BaseException:
@@ -416,9 +403,6 @@ class Sidecar:
                         with contextlib.suppress(sqlite3.Error):
                             conn.execute("ROLLBACK")
                     raise
-                for job_id, token in settled:
-                    if self._settled.get(job_id) == token:
-                        del self._settled[job_id]
             except sqlite3.OperationalError as exc:
                 error = storage_error(self.path, exc)
                 if error is None:
@@ -427,22 +411,6 @@ class Sidecar:
             finally:
                 if gate is not None:
                     gate.leave()
-
-    def settle(self, job_id: str, token: str) -> None:
-        """The write of ``job_id`` recorded with ``token`` is complete on disk: its intent
-        goes with this process's next write transaction (or ``flush_settled``)."""
-        with self.lock:
-            self._settled[job_id] = token
-
-    def is_settled(self, job_id: str, token: str) -> bool:
-        """Whether this process finished the write that recorded ``token``."""
-        return self._settled.get(job_id) == token
-
-    def flush_settled(self) -> None:
-        """Clear the intents of this process's finished writes now (one commit)."""
-        if self._settled:
-            with self.transaction():
-                pass
 
     # -- health and schema ----------------------------------------------------------------
 
@@ -631,35 +599,6 @@ class Sidecar:
         return str(rows[0][0]) if rows else None
 
     @staticmethod
-    def set_intent(
-        conn: sqlite3.Connection, job_id: str, operation: str, now_us: int, token: str
-    ) -> None:
-        conn.execute(
-            "INSERT OR REPLACE INTO intents (job_id, operation, started_us, token)"
-            " VALUES (?, ?, ?, ?)",
-            (job_id, operation, now_us, token),
-        )
-
-    @staticmethod
-    def disown_intents(conn: sqlite3.Connection) -> None:
-        """Give every intent a token no writer holds, so that none is cleared as settled:
-        the rebuild that calls this may have read a job's files in the middle of a write,
-        and the intent must stay until the job is checked again."""
-        conn.execute("UPDATE intents SET token = ''")
-
-    @staticmethod
-    def clear_intent(conn: sqlite3.Connection, job_id: str, token: str | None = None) -> None:
-        """Delete the job's intent; only if it still carries ``token`` when one is given.
-
-        Whoever judged a write by its intent without holding the files still (a check
-        that read the intent before a rebuild disowned it) must name the token it judged.
-        """
-        if token is None:
-            conn.execute("DELETE FROM intents WHERE job_id = ?", (job_id,))
-        else:
-            conn.execute("DELETE FROM intents WHERE job_id = ? AND token = ?", (job_id, token))
-
-    @staticmethod
     def rows_of(conn: sqlite3.Connection, job_ids: Iterable[str]) -> dict[str, Row]:
         """The current rows of ``job_ids`` (those that have one), inside a transaction."""
         found: dict[str, Row] = {}
@@ -675,21 +614,13 @@ class Sidecar:
 
     # -- reads ----------------------------------------------------------------------------
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Rows of one read statement (for the journal's intents)."""
+        return self._all(sql, params)
+
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self.lock:
             return self.conn.execute(sql, params).fetchall()
-
-    def state(self, job_id: str) -> tuple[str | None, int, str | None]:
-        """(status and version of the row, or None and 0; the token of its intent, or
-        None) for one job."""
-        rows = self._all(
-            "SELECT (SELECT status FROM jobs WHERE id = ?),"
-            " (SELECT version FROM jobs WHERE id = ?),"
-            " (SELECT token FROM intents WHERE job_id = ?)",
-            (job_id, job_id, job_id),
-        )
-        status, version, token = rows[0]
-        return status, version or 0, token
 
     def status_of(self, job_id: str) -> str | None:
         rows = self._all("SELECT status FROM jobs WHERE id = ?", (job_id,))
@@ -768,17 +699,6 @@ class Sidecar:
             merged.extend((created, job_id) for job_id, created in rows)
         merged.sort()
         return [job_id for _, job_id in merged[:limit]]
-
-    def intents(self) -> list[tuple[str, str]]:
-        """(job id, token) of every recorded intent, oldest first."""
-        return [
-            (r[0], r[1]) for r in self._all("SELECT job_id, token FROM intents ORDER BY started_us")
-        ]
-
-    def unsettled_intents(self) -> list[str]:
-        """The jobs whose intent is not one of this process's finished writes: writes in
-        flight in other processes, finished there but not yet cleared, or interrupted."""
-        return [job_id for job_id, token in self.intents() if not self.is_settled(job_id, token)]
 
     def grouped_counts(self, column: str) -> dict[str, int]:
         """Jobs per status, content type or worker (jobs without a worker left out)."""

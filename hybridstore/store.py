@@ -24,16 +24,12 @@ so they may show a write a few milliseconds before its file lands; point reads r
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import gc
 import os
 import random
-import secrets
-import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,7 +44,6 @@ from .errors import (
     InvalidArgument,
     JobAlreadyExists,
     JobNotFound,
-    JobTooLarge,
     LockTimeout,
     StorageError,
     StoreNotFound,
@@ -56,14 +51,12 @@ from .errors import (
 )
 from .files import (
     MAX_READ_BYTES,
-    JobFile,
     Layout,
     check_local_file_system,
     current_boot_id,
     read_job_file,
-    remove_file,
-    write_atomic,
 )
+from .journal import Journal, disown_intents, now_us
 from .locks import StripeLocks, coarse_lock
 from .migrations import Migration
 from .model import (
@@ -71,7 +64,6 @@ from .model import (
     TERMINAL_STATUSES,
     JobStatus,
     RemoteJob,
-    parse_status,
     resolve_now,
     utcnow,
     validate_job_id,
@@ -92,8 +84,6 @@ __all__ = ["DEFAULT_MAX_JOB_BYTES", "JobStore"]
 log = structlog.get_logger("hybridstore")
 
 DEFAULT_MAX_JOB_BYTES = 8 * 1024 * 1024
-# How long a sweep waits, the second time, for a job whose lock was busy the first.
-BUSY_RETRY_WAIT = 0.25
 # How often (seconds) an open may look for temp files left by killed writers.
 TEMP_SWEEP_EVERY = 60
 # A temp file older than this cannot belong to a write still in flight.
@@ -102,17 +92,9 @@ TEMP_MAX_AGE = 15 * 60
 CLAIM_BATCH = 16
 
 ProgressCallback = Callable[[int, int], None]
-# Writes that carry no new content from the caller: ``max_job_bytes`` limits what a caller
-# stores (add, save, import, a result, an error), not the bookkeeping of a job that another
-# process stored under a larger limit.
-_UNLIMITED = frozenset({"claim", "heartbeat", "expire", "cancel"})
 
 
 _STATUSES = {status.value: status for status in JobStatus}
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
 
 
 class JobStore:
@@ -163,7 +145,6 @@ class JobStore:
             self.layout.create()
         self._stripes = StripeLocks.of(self.layout.locks, self)
         self._opening = FileLock(self.layout.lock_path(".sidecar"), fallback_to_soft=False)
-        self.last_skipped: list[str] = []
         #: Sidecar migrations this open applied (all of them for a new sidecar).
         self.migrations_applied: list[Migration] = []
         # One sidecar connection per process and directory, whatever the number of stores.
@@ -171,6 +152,18 @@ class JobStore:
             self.data_dir / SIDECAR_NAME, self, gate=self.layout.lock_path(".sidecar-writes")
         )
         self._sidecar.read_only = self.read_only
+        #: The store's write protocol (``journal.Journal``: job locks, intents, recovery),
+        #: for tests and tools; applications use the repository calls.
+        self.journal = Journal(
+            self.layout,
+            self._sidecar,
+            None if self.read_only else self._stripes,
+            durable=durable,
+            lock_timeout=lock_timeout,
+            max_job_bytes=max_job_bytes,
+            read_limit=self._read_limit,
+            on_replaced=self._ready,
+        )
         self._closed = False
         try:
             with self._sidecar.lock:
@@ -180,7 +173,7 @@ class JobStore:
                         self._sidecar.close()
                     self._open_sidecar()
             if not self.read_only:
-                self._recover_intents()
+                self.journal.recover_intents()
                 if first:
                     self._collect_dead_temps()
         except BaseException:
@@ -283,6 +276,12 @@ class JobStore:
         raise AssertionError("unreachable")
 
     @property
+    def last_skipped(self) -> list[str]:
+        """The jobs the last sweep (``expire_overdue``, ``cleanup``, ``verify``, ``repair``)
+        passed over because a writer held their lock throughout (see RELIABILITY.md)."""
+        return self.journal.last_skipped
+
+    @property
     def schema_version(self) -> int:
         """The sidecar's schema version (the highest migration applied)."""
         return self._sidecar.schema_version()
@@ -307,7 +306,7 @@ class JobStore:
         must not be used afterwards."""
         if not self._closed:
             self._closed = True
-            self._sidecar.release(self)
+            self._sidecar.release(self, before_close=self.journal.flush)
             self._stripes.release(self)
 
     def __enter__(self) -> JobStore:
@@ -316,249 +315,17 @@ class JobStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- locks ----------------------------------------------------------------------------
-
-    @contextmanager
-    def _lock(self, job_id: str, timeout: float | None = None) -> Iterator[None]:
-        """Hold ``job_id``'s lock (``LockTimeout`` after ``lock_timeout``)."""
-        if self.read_only:  # nothing can write there: nothing to exclude
-            yield
-            return
-        with self._stripes.held(job_id, self.lock_timeout if timeout is None else timeout):
-            yield
-
-    def _try_lock(self, job_id: str) -> bool:
-        """Lock ``job_id`` if it is free, without waiting; release with ``_unlock``."""
-        return True if self.read_only else self._stripes.try_acquire(job_id)
-
-    def _unlock(self, job_id: str) -> None:
-        if not self.read_only:
-            self._stripes.unlock(job_id)
-
-    def _each_locked(self, job_ids: Iterable[str], sweep: str) -> Iterator[str]:
-        """Yield each job id while holding its lock, skipping jobs a writer keeps locked.
-
-        A sweep over many jobs (expiry, cleanup, verify, repair) must not fail, or wait
-        ``lock_timeout`` per job, because one writer is stopped inside a write (SIGSTOP, a
-        long fsync): like ``SKIP LOCKED``, a busy job is passed over, asked again once
-        after the others, and then left to the next sweep (logged as ``skipped_busy_jobs``;
-        ``self.last_skipped`` names them)."""
-        busy: list[str] = []
-        for job_id in job_ids:
-            if not self._try_lock(job_id):
-                busy.append(job_id)
-                continue
-            try:
-                yield job_id
-            finally:
-                self._unlock(job_id)
-        skipped: list[str] = []
-        for job_id in busy:
-            try:
-                with self._lock(job_id, min(self.lock_timeout, BUSY_RETRY_WAIT)):
-                    yield job_id
-            except LockTimeout:
-                skipped.append(job_id)
-        #: The jobs the last sweep of this store passed over, busy.
-        self.last_skipped = skipped
-        if skipped:
-            log.warning("skipped_busy_jobs", sweep=sweep, jobs=skipped[:20], count=len(skipped))
-
-    # -- the write protocol -----------------------------------------------------------------
-
-    def _read(self, job_id: str, status: JobStatus, *, strict: bool = True) -> JobFile:
-        return read_job_file(
-            self.layout.job_file(status, job_id),
-            self._read_limit,
-            job_id,
-            status,
-            strict=strict,
-        )
-
-    def _load_locked(self, job_id: str) -> RemoteJob | None:
-        """The job as its file says, holding its lock; repairs its row first if needed."""
-        status, version, token = self._sidecar.state(job_id)
-        if token is not None and not self._sidecar.is_settled(job_id, token):
-            # Another process's write (none can be in flight: we hold the lock). Finished
-            # if the files say exactly what the row says; else interrupted: repair.
-            settled, job = self._settled_job(job_id, status, version)
-            return job if settled else self._reload_locked(job_id)
-        if status is None:
-            # No job, or a file the index does not know (``locate`` costs six lstat calls).
-            return self._reload_locked(job_id) if self.layout.locate(job_id) else None
-        try:
-            return self._read(job_id, _STATUSES[status]).job
-        except FileNotFoundError:
-            # The row points at a file someone removed by hand: trust the files.
-            return self._reload_locked(job_id)
-
-    def _reload_locked(self, job_id: str) -> RemoteJob | None:
-        """Re-derive the job's row from its files, then read it."""
-        self._repair_locked(job_id)
-        status = self._sidecar.status_of(job_id)
-        return None if status is None else self._read(job_id, _STATUSES[status]).job
-
-    def _settled_job(
-        self, job_id: str, status: str | None, version: int
-    ) -> tuple[bool, RemoteJob | None]:
-        """Whether the job's files agree with its row (status, version), holding its lock,
-        and the job if they do: one copy, in the row's directory, of the row's version (or
-        no copy and no row). A write that did not finish always breaks one of these.
-        ``CorruptJobFile`` if that copy is unreadable."""
-        where = self.layout.locate(job_id)
-        if status is None:
-            return not where, None
-        if where != [_STATUSES[status]]:
-            return False, None
-        try:
-            job = self._read(job_id, _STATUSES[status]).job
-        except FileNotFoundError:
-            return False, None
-        return job.version == version, job
-
-    def _commit(
-        self,
-        job_id: str,
-        current: RemoteJob | None,
-        new: RemoteJob | None,
-        operation: str,
-    ) -> RemoteJob | None:
-        """Steps 2–3 of the write protocol; the caller holds the job's lock and has read
-        ``current`` (None if the job does not exist); ``new`` None deletes the job."""
-        body = b""
-        if new is not None:
-            if not isinstance(new.status, JobStatus):
-                # Only a job built without validation (``model_construct``) gets here; its
-                # status names a directory, so it is checked before anything is touched.
-                new = new.model_copy(update={"status": parse_status(new.status)})
-            new.check_storable()
-            body = new.to_json()
-            if len(body) > self.max_job_bytes and operation not in _UNLIMITED:
-                raise JobTooLarge(job_id, len(body), self.max_job_bytes)
-        old_status = current.status if current is not None else None
-        token = secrets.token_hex(8)
-        with self._sidecar.transaction() as conn:
-            row = None if new is None else row_for(new, body, _now_us())
-            row_before = Sidecar.write_row(conn, job_id, row)
-            Sidecar.set_intent(conn, job_id, operation, _now_us(), token)
-            connection = self._sidecar.generation
-        touched = False
-        try:
-            if new is not None:
-                write_atomic(
-                    self.layout.status_dir(new.status),
-                    f"{job_id}.json",
-                    body,
-                    durable=self.durable,
-                )
-                touched = True
-            if old_status is not None and (new is None or new.status is not old_status):
-                # A move needs no fsync of the old directory: if its unlink is lost in a
-                # power cut, the durable new copy has the higher version and wins the
-                # rebuild that follows every reboot. A delete must be durable itself.
-                remove_file(
-                    self.layout.job_path(old_status, job_id),
-                    durable=self.durable and new is None,
-                )
-        except StorageError as exc:
-            if touched or exc.in_place:
-                # The new body is in place (the old copy may remain): the intent stays and
-                # the next touch of the job re-derives its row.
-                if exc.in_place:
-                    raise
-                raise StorageError(exc.path, exc.cause, in_place=True) from exc
-            # Nothing changed on disk: put the row back as it was.
-            self._restore_quietly(job_id, row_before, token)
-            raise
-        self._sidecar.settle(job_id, token)
-        if self._sidecar.replaced() or self._sidecar.generation != connection:
-            # The sidecar was deleted or replaced during this write (and maybe reopened by
-            # another thread since), so the row went to the old one, and the new one may have
-            # been rebuilt before our file step: re-derive this job in the new one (we still
-            # hold its lock, so its files are final).
-            self._ready()
-            self._repair_locked(job_id)
-        return new
-
-    def _restore_quietly(self, job_id: str, row: Row | None, token: str) -> None:
-        # If that fails too, the intent stays: the next touch of the job re-derives its row.
-        with (
-            contextlib.suppress(sqlite3.Error, StorageError, LockTimeout),
-            self._sidecar.transaction() as conn,
-        ):
-            Sidecar.write_row(conn, job_id, row)
-            # By token: a rebuild meanwhile disowned it, and its row may predate ``row``.
-            Sidecar.clear_intent(conn, job_id, token)
-
     def _update(
         self, job_id: str, change: Callable[[RemoteJob], RemoteJob], operation: str
     ) -> RemoteJob:
         """Apply a lifecycle rule to one job, atomically under its lock."""
         validate_job_id(job_id)
         self._ready()
-        with self._lock(job_id):
-            current = self._load_locked(job_id)
+        with self.journal.lock(job_id):
+            current = self.journal.load_locked(job_id)
             if current is None:
                 raise JobNotFound(job_id)
-            return self._store_next(current, change(current), operation)
-
-    def _store_next(self, current: RemoteJob, new: RemoteJob, operation: str) -> RemoteJob:
-        new = new.model_copy(update={"version": current.version + 1})
-        stored = self._commit(current.id, current, new, operation)
-        assert stored is not None
-        return stored
-
-    # -- repair -------------------------------------------------------------------------------
-
-    def _copies(self, job_id: str) -> tuple[list[tuple[JobFile, Path]], list[tuple[Path, str]]]:
-        """Every copy of a job on disk: the valid ones by ascending version (normally one),
-        and the invalid ones with the reason."""
-        copies: list[tuple[JobFile, Path]] = []
-        invalid: list[tuple[Path, str]] = []
-        for status in self.layout.locate(job_id):
-            path = self.layout.job_path(status, job_id)
-            try:
-                copies.append((self._read(job_id, status), path))
-            except FileNotFoundError:
-                continue
-            except CorruptJobFile as exc:
-                invalid.append((path, exc.reason))
-        copies.sort(key=lambda c: c[0].job.version)
-        return copies, invalid
-
-    def _repair_locked(
-        self, job_id: str, *, quarantine_invalid: bool = False
-    ) -> tuple[list[str], list[Path]]:
-        """Re-derive one job's row from its files; the caller holds the job's lock.
-
-        Keeps the highest version when the job is in several directories (the others are
-        quarantined), removes the job's temp files (no write of it can be in flight), and
-        clears its intent. Invalid files are skipped, or quarantined if asked. Returns what
-        was done and where the quarantined files went.
-        """
-        actions: list[str] = []
-        quarantined: list[Path] = []
-        copies, invalid = self._copies(job_id)
-        for path, reason in invalid:
-            if quarantine_invalid:
-                quarantined.append(self.layout.quarantine_file(path, reason))
-                actions.append(f"quarantined {path}: {reason}")
-        for temp in self.layout.temp_files(job_id):
-            temp.unlink(missing_ok=True)
-            actions.append(f"removed temp file {temp}")
-        winner = copies.pop()[0] if copies else None
-        for older, path in copies:
-            reason = f"older copy (version {older.job.version}) of a job found in two directories"
-            quarantined.append(self.layout.quarantine_file(path, reason))
-            actions.append(f"quarantined {path}: {reason}")
-        with self._sidecar.transaction() as conn:
-            if winner is None:
-                Sidecar.drop_row(conn, job_id)
-            else:
-                Sidecar.put_rows(conn, [row_for(winner.job, winner.data, winner.mtime_us)])
-            Sidecar.clear_intent(conn, job_id)
-        actions.append(f"reindexed {job_id}" if winner else f"dropped row of {job_id}")
-        return actions, quarantined
+            return self.journal.store_next(current, change(current), operation)
 
     def _collect_dead_temps(self) -> None:
         """Remove the temp files no write owns any more, at most once a ``TEMP_SWEEP_EVERY``
@@ -568,14 +335,14 @@ class JobStore:
         renames it, so a temp file that still exists once we hold that lock is dead (its
         writer was killed): no need to wait ``TEMP_MAX_AGE`` for ``repair``."""
         last = self._sidecar.get_meta("temps_swept_us")
-        if last is not None and _now_us() - int(last) < TEMP_SWEEP_EVERY * 1_000_000:
+        if last is not None and now_us() - int(last) < TEMP_SWEEP_EVERY * 1_000_000:
             return
-        with self._sidecar.transaction() as conn:
-            Sidecar.set_meta(conn, "temps_swept_us", str(_now_us()))
+        with self.journal.transaction() as conn:
+            Sidecar.set_meta(conn, "temps_swept_us", str(now_us()))
         temps = [e.path for e in self.layout.scan() if e.kind == "temp"]
         owners = {path: self.layout.temp_owner(path) for path in temps}
         removed = []
-        for job_id in self._each_locked({o for o in owners.values() if o}, "temps"):
+        for job_id in self.journal.each_locked({o for o in owners.values() if o}, "temps"):
             for path, owner in owners.items():
                 if owner == job_id and os.path.lexists(path):
                     Path(path).unlink(missing_ok=True)
@@ -583,48 +350,18 @@ class JobStore:
         if removed:
             log.warning("removed_dead_temp_files", count=len(removed), files=removed[:20])
 
-    def _recover_intents(self) -> int:
-        """Check the jobs named by other processes' intents: drop the intents of finished
-        writes, repair the jobs whose writer died mid-write; return how many were repaired.
-        """
-        recovered = 0
-        for job_id, token in self._sidecar.intents():
-            if self._sidecar.is_settled(job_id, token):
-                continue  # ours and finished: our next write transaction clears it
-            if not self._try_lock(job_id):
-                # A live writer holds the job's lock stripe: this job's writer, which will
-                # finish its own intent, or another job's, and a later pass checks this one.
-                continue
-            try:
-                status, version, now_token = self._sidecar.state(job_id)
-                if now_token == token:
-                    try:
-                        settled = self._settled_job(job_id, status, version)[0]
-                    except CorruptJobFile:
-                        settled = False  # the repair leaves the file out of the index
-                    if settled:
-                        with self._sidecar.transaction() as conn:
-                            # By token: a rebuild since our look may have disowned it.
-                            Sidecar.clear_intent(conn, job_id, token)
-                    else:
-                        self._repair_locked(job_id)
-                        recovered += 1
-            finally:
-                self._unlock(job_id)
-        if recovered:
-            log.warning("recovered_interrupted_writes", jobs=recovered, data_dir=str(self.data_dir))
-        return recovered
-
     # -- repository: writes ---------------------------------------------------------------
 
     def add(self, job: RemoteJob) -> RemoteJob:
         """Store a new job as version 1; ``JobAlreadyExists`` if its id is taken."""
         validate_job_id(job.id)
         self._ready()
-        with self._lock(job.id):
-            if self._load_locked(job.id) is not None:
+        with self.journal.lock(job.id):
+            if self.journal.load_locked(job.id) is not None:
                 raise JobAlreadyExists(job.id)
-            stored = self._commit(job.id, None, job.model_copy(update={"version": 1}), "add")
+            stored = self.journal.commit(
+                job.id, None, job.model_copy(update={"version": 1}), "add"
+            )
         assert stored is not None
         return stored
 
@@ -632,13 +369,13 @@ class JobStore:
         """Insert or replace ``job``; the stored copy gets the stored version + 1."""
         validate_job_id(job.id)
         self._ready()
-        with self._lock(job.id):
-            current = self._load_locked(job.id)
+        with self.journal.lock(job.id):
+            current = self.journal.load_locked(job.id)
             stored_version = current.version if current else 0
             if expected_version is not None and expected_version != stored_version:
                 raise VersionConflict(job.id, expected_version, stored_version)
             new = job.model_copy(update={"version": stored_version + 1})
-            stored = self._commit(job.id, current, new, "save")
+            stored = self.journal.commit(job.id, current, new, "save")
         assert stored is not None
         return stored
 
@@ -646,11 +383,11 @@ class JobStore:
         """Remove a job; False if there was none."""
         validate_job_id(job_id)
         self._ready()
-        with self._lock(job_id):
-            current = self._load_locked(job_id)
+        with self.journal.lock(job_id):
+            current = self.journal.load_locked(job_id)
             if current is None:
                 return False
-            self._commit(job_id, current, None, "delete")
+            self.journal.commit(job_id, current, None, "delete")
             return True
 
     def import_jobs(self, jobs: Iterable[RemoteJob]) -> ImportResult:
@@ -665,11 +402,11 @@ class JobStore:
         self._ready()
         for job in jobs:
             validate_job_id(job.id)
-            with self._lock(job.id):
-                current = self._load_locked(job.id)
+            with self.journal.lock(job.id):
+                current = self.journal.load_locked(job.id)
                 action = import_action(current, job)
                 if action in ("insert", "replace"):
-                    self._commit(job.id, current, job, "import")
+                    self.journal.commit(job.id, current, job, "import")
             result.record(job.id, action)
         return result
 
@@ -687,10 +424,10 @@ class JobStore:
             status = self._sidecar.status_of(job_id)
             if status is not None:
                 try:
-                    return self._read(job_id, _STATUSES[status], strict=False).job
+                    return self.journal.read(job_id, _STATUSES[status], strict=False).job
                 except FileNotFoundError:
                     pass
-            copies, invalid = self._copies(job_id)
+            copies, invalid = self.journal.copies(job_id)
             if invalid:
                 raise CorruptJobFile(*invalid[0])
             if copies:
@@ -815,7 +552,7 @@ class JobStore:
             candidates = [job_id for job_id in found if job_id not in unclaimable]
             if not candidates:
                 # A job whose claim was interrupted looks processing until it is repaired.
-                if self._sidecar.unsettled_intents() and self._recover_intents():
+                if self.journal.unsettled_intents() and self.journal.recover_intents():
                     continue
                 return None
             busy = 0
@@ -841,26 +578,14 @@ class JobStore:
                     raise LockTimeout(None, self.lock_timeout, self.layout.locks)
                 time.sleep(0.0005)  # every candidate is mid-claim elsewhere
 
-    def _load_for_batch(self, job_id: str) -> RemoteJob | None:
-        """``_load_locked`` for the calls that walk many jobs (claims, expiry, cleanup): an
-        unreadable file is skipped and its row dropped, as a reindex would, instead of
-        failing the call for every other job. ``verify`` reports it, ``repair`` quarantines it.
-        """
-        try:
-            return self._load_locked(job_id)
-        except CorruptJobFile as exc:
-            log.warning("skipped_unreadable_job", job_id=job_id, reason=exc.reason)
-            self._repair_locked(job_id)
-            return None
-
     def _try_claim(
         self, job_id: str, worker_id: str, wanted: list[str] | None, lease_seconds: float
     ) -> tuple[bool, RemoteJob | None]:
         """Try one candidate: (whether its lock was free, the claimed job or None)."""
-        if not self._try_lock(job_id):
+        if not self.journal.try_lock(job_id):
             return False, None
         try:
-            current = self._load_for_batch(job_id)
+            current = self.journal.load_for_batch(job_id)
             if (
                 current is None
                 or current.status is not JobStatus.PENDING
@@ -875,12 +600,12 @@ class JobStore:
                     and row.status == JobStatus.PENDING.value
                     and (wanted is None or row.content_type in wanted)
                 ):
-                    self._repair_locked(job_id)
+                    self.journal.repair_locked(job_id)
                 return True, None
             claimed = lifecycle.claim(current, worker_id, lease_seconds, utcnow())
-            return True, self._store_next(current, claimed, "claim")
+            return True, self.journal.store_next(current, claimed, "claim")
         finally:
-            self._unlock(job_id)
+            self.journal.unlock(job_id)
 
     def heartbeat(
         self,
@@ -930,24 +655,26 @@ class JobStore:
         """Processing jobs past their lease → pending (retries left) or timeout."""
         self._ready()
         now = resolve_now(now)
-        self._recover_intents()
+        self.journal.recover_intents()
         changed = []
         overdue = self._sidecar.ids_timed_out(JobStatus.PROCESSING, to_us(now))
-        for job_id in self._each_locked(overdue, "expire"):
-            current = self._load_for_batch(job_id)
+        for job_id in self.journal.each_locked(overdue, "expire"):
+            current = self.journal.load_for_batch(job_id)
             if current is not None and lifecycle.is_overdue(current, now):
-                changed.append(self._store_next(current, lifecycle.expire(current, now), "expire"))
+                changed.append(
+                    self.journal.store_next(current, lifecycle.expire(current, now), "expire")
+                )
         return changed
 
     def cleanup(self, days_old: float = 7, now: datetime | None = None) -> int:
         """Delete ``old_jobs(days_old, now)``; return how many were deleted."""
         deleted = 0
         old = {job.id: job.version for job in self.old_jobs(days_old, now)}
-        for job_id in self._each_locked(old, "cleanup"):
-            current = self._load_for_batch(job_id)
+        for job_id in self.journal.each_locked(old, "cleanup"):
+            current = self.journal.load_for_batch(job_id)
             # Only if nobody changed it since the query picked it.
             if current is not None and current.version == old[job_id]:
-                self._commit(job_id, current, None, "cleanup")
+                self.journal.commit(job_id, current, None, "cleanup")
                 deleted += 1
         return deleted
 
@@ -963,13 +690,13 @@ class JobStore:
         self._ready()
         report = self._rebuild(progress)
         # Check the writes the rebuild met in flight as soon as they are over.
-        self._recover_intents()
+        self.journal.recover_intents()
         return report
 
     def _rebuild(self, progress: ProgressCallback | None) -> ReindexReport:
         started = time.perf_counter()
         report = ReindexReport()
-        with self._sidecar.transaction() as conn:
+        with self.journal.transaction() as conn:
             # Holding the write gate while scanning, no write can commit: every write that
             # may change files during the scan committed its row and intent before it. The
             # scan can meet such a job mid-write (in no directory between two listings, in
@@ -977,9 +704,7 @@ class JobStore:
             # the scan: it keeps the row its writer committed, which leads the files. Its
             # intent is disowned, so that no writer or check clears it as settled: the job
             # is checked against its files once the write is over (``_recover_intents``).
-            in_flight = {r[0] for r in conn.execute("SELECT job_id FROM intents")}
-            kept = Sidecar.rows_of(conn, in_flight)
-            Sidecar.disown_intents(conn)
+            in_flight, kept = disown_intents(conn)
             entries = list(self.layout.scan())
             total = sum(1 for e in entries if e.kind == "job")
             best: dict[str, Row] = {}
@@ -1064,27 +789,27 @@ class JobStore:
                     suspects.add(entry.job_id)
         suspects.update(job_id for job_id, n in seen.items() if n > 1)
         suspects.update(job_id for job_id in rows if job_id not in seen)
-        suspects.update(self._sidecar.unsettled_intents())
+        suspects.update(self.journal.unsettled_intents())
         report.jobs = len(seen)
-        for job_id in self._each_locked(sorted(suspects), "verify"):
+        for job_id in self.journal.each_locked(sorted(suspects), "verify"):
             report.problems.extend(self._check_locked(job_id))
-        for job_id in self.last_skipped:
+        for job_id in self.journal.last_skipped:
             path = str(self.layout.locks)
             report.problems.append(Problem("busy", path, "a writer held its lock", job_id))
         return report
 
     def _check_locked(self, job_id: str) -> list[Problem]:
         """The drift of one job, judged while holding its lock."""
-        copies, invalid = self._copies(job_id)
+        copies, invalid = self.journal.copies(job_id)
         problems = [Problem("unreadable", str(path), reason, job_id) for path, reason in invalid]
-        status, version, token = self._sidecar.state(job_id)
+        status, version, token = self.journal.state(job_id)
         # With an unreadable copy, whether the write finished cannot be told: the copy is
         # reported as unreadable, and the repair settles the rest.
         if (
             token is not None
             and not invalid
-            and not self._sidecar.is_settled(job_id, token)
-            and not self._settled_job(job_id, status, version)[0]
+            and not self.journal.is_settled(job_id, token)
+            and not self.journal.settled_job(job_id, status, version)[0]
         ):
             problems.append(
                 Problem("intent", str(self._sidecar.path), "a write did not finish", job_id)
@@ -1114,13 +839,13 @@ class JobStore:
         found = self.verify()
         report = RepairReport(found=found)
         jobs = sorted({p.job_id for p in found.drift if p.job_id is not None})
-        for job_id in self._each_locked(jobs, "repair"):
-            actions, quarantined = self._repair_locked(job_id, quarantine_invalid=True)
+        for job_id in self.journal.each_locked(jobs, "repair"):
+            actions, quarantined = self.journal.repair_locked(job_id, quarantine_invalid=True)
             report.actions.extend(actions)
             report.quarantined.extend(str(path) for path in quarantined)
         report.busy = sorted(
             {
-                *self.last_skipped,
+                *self.journal.last_skipped,
                 *(p.job_id for p in found.problems if p.kind == "busy" and p.job_id),
             }
         )

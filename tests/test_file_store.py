@@ -262,8 +262,8 @@ def _producer(data_dir: Path, added: Any, go: Any, ids: Any) -> None:
     with JobStore(data_dir) as producer:
         first = producer.add(new_job())
         ids.put(first.id)
-        assert [job_id for job_id, _ in producer._sidecar.intents()] == [first.id]
-        assert producer._sidecar.unsettled_intents() == []  # its own, finished
+        assert [job_id for job_id, _ in producer.journal.intents()] == [first.id]
+        assert producer.journal.unsettled_intents() == []  # its own, finished
         added.set()
         go.wait(30)
         second = producer.add(new_job())  # clears nothing of the worker's
@@ -280,26 +280,26 @@ def test_intents_of_finished_writes_are_cleared_later_and_never_repaired(
     producer.start()
     assert added.wait(30)
     first_id = ids.get(timeout=30)
-    assert worker._sidecar.unsettled_intents() == [first_id]  # the producer's, left for later
+    assert worker.journal.unsettled_intents() == [first_id]  # the producer's, left for later
 
     def no_repair(job_id: str, **kwargs: object) -> object:
         raise AssertionError(f"{job_id} was repaired, but its write had finished")
 
-    monkeypatch.setattr(worker, "_repair_locked", no_repair)
+    monkeypatch.setattr(worker.journal, "repair_locked", no_repair)
     claimed = worker.claim_next("w")  # checks the producer's intent against the files
     assert claimed is not None and claimed.id == first_id
-    assert [job_id for job_id, _ in worker._sidecar.intents()] == [first_id]  # now the worker's
-    assert worker._sidecar.unsettled_intents() == []
+    assert [job_id for job_id, _ in worker.journal.intents()] == [first_id]  # now the worker's
+    assert worker.journal.unsettled_intents() == []
     go.set()
     second_id = ids.get(timeout=30)
     producer.join(30)
     assert producer.exitcode == 0
     # The producer's close cleared its own second intent, and left the worker's.
-    assert [job_id for job_id, _ in worker._sidecar.intents()] == [first_id]
+    assert [job_id for job_id, _ in worker.journal.intents()] == [first_id]
     assert second_id != first_id
     worker.close()  # clears its own
     with JobStore(data_dir) as reopened:
-        assert reopened._sidecar.intents() == []
+        assert reopened.journal.intents() == []
         assert reopened.verify().ok
 
 
@@ -308,7 +308,7 @@ def test_an_interrupted_write_is_repaired_on_the_next_open(
 ) -> None:
     store = JobStore(data_dir)
     job = store.add(new_job())
-    import hybridstore.store as store_module
+    import hybridstore.journal as store_module
 
     def crash(*args: object, **kwargs: object) -> None:
         raise SystemExit("killed between the rename and the unlink of the old file")
@@ -320,11 +320,11 @@ def test_an_interrupted_write_is_repaired_on_the_next_open(
     # The job is in two directories; one intent marks it.
     assert (data_dir / "processing" / f"{job.id}.json").exists()
     assert (data_dir / "pending" / f"{job.id}.json").exists()
-    assert store._sidecar.unsettled_intents() == [job.id]
+    assert store.journal.unsettled_intents() == [job.id]
     assert not store.verify().ok
     store.close()
     with JobStore(data_dir) as reopened:
-        assert reopened._sidecar.intents() == []
+        assert reopened.journal.intents() == []
         assert not (data_dir / "pending" / f"{job.id}.json").exists()
         assert reopened.count(status="processing") == 1
         assert reopened.verify().ok
@@ -354,7 +354,7 @@ def test_a_store_survives_its_sidecar_being_deleted_while_open(
 def test_a_write_whose_sidecar_another_thread_reopened_meanwhile_is_indexed(
     store: JobStore, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import hybridstore.store as store_module
+    import hybridstore.journal as store_module
 
     real_write = store_module.write_atomic
 
@@ -481,8 +481,8 @@ def test_repair_leaves_temp_files_of_a_job_whose_id_extends_another(
     mine = data_dir / "pending" / ".a.json.0123456789ab.tmp"  # job "a"
     other.write_bytes(b"{")
     mine.write_bytes(b"{")
-    with store._lock("a"):
-        store._repair_locked("a")
+    with store.journal.lock("a"):
+        store.journal.repair_locked("a")
     assert other.exists() and not mine.exists()
 
 
@@ -519,7 +519,7 @@ def test_a_job_whose_lock_stripe_is_busy_is_claimed_once_it_frees(data_dir: Path
     held = threading.Event()
 
     def heartbeat_of_job_0() -> None:  # holds the stripe the waiting twin shares
-        with other._lock("job-0"):
+        with other.journal.lock("job-0"):
             held.set()
             time.sleep(0.3)
 
@@ -540,7 +540,7 @@ def test_a_failed_unlink_after_the_new_body_is_written_says_so(
 ) -> None:
     import errno
 
-    import hybridstore.store as store_module
+    import hybridstore.journal as store_module
     from hybridstore import StorageError
 
     job = store.add(new_job())

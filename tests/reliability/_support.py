@@ -81,8 +81,8 @@ def assert_consistent(store: JobStore) -> dict[str, RemoteJob]:
     assert temp_files(data_dir) == [], temp_files(data_dir)
     # Other processes' finished writes may leave intents until their next write: checking
     # them must find nothing to repair, and clears them.
-    assert store._recover_intents() == 0
-    assert store._sidecar.unsettled_intents() == []
+    assert store.journal.recover_intents() == 0
+    assert store.journal.unsettled_intents() == []
     report = store.verify()
     assert report.ok, report.to_dict()
     assert report.jobs == len(jobs)

@@ -283,7 +283,7 @@ def test_an_unvalidated_job_with_a_bogus_status_writes_nothing(
     assert {k for k in after if not k.startswith("data/.locks")} == {
         k for k in before if not k.startswith("data/.locks")
     }
-    assert store.verify().ok and store._sidecar.unsettled_intents() == []
+    assert store.verify().ok and store.journal.unsettled_intents() == []
     assert not (root / "escape.json").exists()
     # A plain-string status that is valid is accepted as the enum.
     job = RemoteJob.model_construct(**{**dict(make_job("constructed")), "status": "pending"})

@@ -123,7 +123,7 @@ def test_a_claim_whose_candidates_all_stay_locked_ends_in_lock_timeout(data_dir:
         ready, done = threading.Event(), threading.Event()
 
         def hold() -> None:
-            with holder._lock(job.id, 1.0):
+            with holder.journal.lock(job.id, 1.0):
                 ready.set()
                 done.wait(10)
 

@@ -133,6 +133,7 @@ def test_a_store_per_request_in_threads_of_two_processes_loses_nothing(data_dir:
         assert proc.exitcode == 0
     added = [job_id for ids, _ in results for job_id in ids]
     errors = [error for _, found in results for error in found]
+    print(f"per-request stores: {len(added)} jobs added, {len(errors)} errors")
     assert errors == []
     assert len(added) > 100
     assert list(data_dir.glob("*.corrupt-*")) == []

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from hybridstore import JobStatus, JobStore
+from hybridstore.journal import Journal
 
 from ._support import assert_consistent, fs_state, make_job
 
@@ -48,9 +49,9 @@ def test_an_intent_check_that_read_before_a_rebuild_keeps_the_job_indexed(
     path = data_dir / "pending" / f"{job.id}.json"
     aside = data_dir / "aside.bin"
     store = JobStore.__new__(JobStore)  # opened below, with the hook in place
-    real = JobStore._settled_job
+    real = Journal.settled_job
 
-    def rebuild_meanwhile(self: JobStore, *args: Any) -> Any:
+    def rebuild_meanwhile(self: Journal, *args: Any) -> Any:
         # The check has read the intent. Now a rebuild in another process scans while the
         # file is not there yet (as if the add's file step were still running).
         os.rename(path, aside)
@@ -63,7 +64,7 @@ def test_an_intent_check_that_read_before_a_rebuild_keeps_the_job_indexed(
         os.rename(aside, path)  # the file lands
         return real(self, *args)
 
-    monkeypatch.setattr(JobStore, "_settled_job", rebuild_meanwhile)
+    monkeypatch.setattr(Journal, "settled_job", rebuild_meanwhile)
     store.__init__(data_dir)  # type: ignore[misc]  # opening checks the add's intent
     monkeypatch.undo()
     try:
@@ -81,7 +82,7 @@ def _fail_when_told(
 ) -> None:
     """Another process fails the job back to pending, pausing its file step (after its
     row and intent have committed) until told to go on."""
-    import hybridstore.store as store_module
+    import hybridstore.journal as store_module
 
     real = store_module.write_atomic
 
@@ -204,6 +205,7 @@ def test_reindex_loops_under_movers_and_sweeps_lose_no_row(data_dir: Path) -> No
     for proc in procs:
         proc.join(60)
         assert proc.exitcode == 0
+    print(f"movers, reindexer, sweeper: {counts} (job cycles, reindexes, sweeps)")
     assert all(n > 0 for n in counts), counts
     files = fs_state(data_dir)
     rows = _rows(data_dir)

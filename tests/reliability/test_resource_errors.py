@@ -142,14 +142,14 @@ def test_injected_storage_errors_during_a_save(
         tree_after = _tree(data_dir)
         assert tree_after == tree_before
         assert store._sidecar.row("target") == row_before
-        assert store._sidecar.unsettled_intents() == []
+        assert store.journal.unsettled_intents() == []
         assert store.get("target") == before
         assert_consistent(store)  # consistent with no repair
     else:
         # The new body reached its directory but the save was not reported as a success.
         # The intent names the job; the next touch re-derives it (here: the next open).
         assert err.in_place
-        assert store._sidecar.unsettled_intents() == ["target"]
+        assert store.journal.unsettled_intents() == ["target"]
         store.close()
         store = JobStore(data_dir)
         got = store.get("target")
@@ -174,7 +174,7 @@ def test_a_delete_whose_unlink_fails_keeps_the_job(
             store.delete("target")
         monkeypatch.setattr(files_module, "os", os)
         assert store.get("target") == stored
-        assert store._sidecar.unsettled_intents() == []
+        assert store.journal.unsettled_intents() == []
         assert_consistent(store)
         assert store.delete("target")
         assert_consistent(store)
@@ -206,7 +206,7 @@ def test_a_huge_job_is_refused_before_anything_is_written(
         after = _tree(data_dir)
         # Only the claim (a legitimate write) changed "small"; nothing huge landed.
         assert not any("huge" in k for k in after)
-        assert store._sidecar.unsettled_intents() == []
+        assert store.journal.unsettled_intents() == []
         assert store.get("small").version == 2  # type: ignore[union-attr]
         assert row is not None and set(before) - set(after) <= {"pending/small.json"}
         # Right at the limit is fine.
@@ -275,7 +275,7 @@ def test_disk_full_on_a_real_tmpfs(tmp_path: Path) -> None:
         assert store.get(claimed.id) == claimed
         # Space returns: the store works again with no repair.
         filler.unlink()
-        assert store._sidecar.unsettled_intents() == []
+        assert store.journal.unsettled_intents() == []
         store.add(make_job("new-one"))
         store.complete(claimed.id, "w")
         assert_consistent(store)

@@ -235,7 +235,7 @@ def test_write_racing_a_sidecar_deletion_and_rebuild_is_not_hidden(
     """The sidecar is deleted and rebuilt by another process between a write's intent and
     its file step: the write's row went to the deleted database. The writer notices and
     re-derives the job in the new sidecar, so find() and claim_next() see it at once."""
-    import hybridstore.store as store_module
+    import hybridstore.journal as store_module
 
     store = JobStore(data_dir)
     original = store_module.write_atomic

@@ -237,7 +237,7 @@ class StoreVersusModel(RuleBasedStateMachine):
             assert problem.kind in ("unreadable", "orphaned"), problem
         if not self.corrupt:
             assert report.ok, report.to_dict()
-        assert self.store._sidecar.unsettled_intents() == []
+        assert self.store.journal.unsettled_intents() == []
 
 
 StoreVersusModel.TestCase.settings = settings(

@@ -20,7 +20,7 @@ from ._support import assert_consistent, make_job
 def _stop_inside_a_write(data_dir: Path, job_id: str, ready_w: int) -> None:
     """In a child: heartbeat (if processing) or cancel ``job_id``, and stop for good
     between its row's commit and its file step, holding the job's lock."""
-    import hybridstore.store as store_module
+    import hybridstore.journal as store_module
 
     def stopped(*args: object, **kwargs: object) -> None:
         os.write(ready_w, b"x")
@@ -83,7 +83,7 @@ def test_temp_files_of_killed_writers_are_collected_on_open(
     """A temp file no intent names (its writer killed) was left for ``repair`` to remove
     after 15 minutes. Now an open removes it (at most one open a minute looks), as its
     job's lock is free; the temp file of a write in flight (its lock held) stays."""
-    import hybridstore.store as store_module
+    import hybridstore.store
 
     with JobStore(data_dir) as store:
         store.add(make_job("dead"))
@@ -103,7 +103,7 @@ def test_temp_files_of_killed_writers_are_collected_on_open(
         assert os.read(ready_r, 1) == b"x"
         with JobStore(data_dir):
             assert dead.exists()  # the first open of the directory looked moments ago
-        monkeypatch.setattr(store_module, "TEMP_SWEEP_EVERY", 0)
+        monkeypatch.setattr(hybridstore.store, "TEMP_SWEEP_EVERY", 0)
         with JobStore(data_dir):
             assert not dead.exists()
             assert live.exists()

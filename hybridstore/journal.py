@@ -1,0 +1,457 @@
+"""The one-commit write protocol: job locks, intents, rows and files, and recovery.
+
+Every operation that changes a job goes through ``Journal.commit``:
+
+1. take the job's lock (``locks.StripeLocks``) and read its current file;
+2. in one short ``BEGIN IMMEDIATE`` commit, write the job's new row and an intent naming
+   this write (a random token);
+3. change the files: write the new body atomically into its status directory, then remove
+   the old one if the status changed (fsyncs included when ``durable``); release the lock.
+
+The intent is cleared lazily, by this process's next write transaction (``transaction``):
+one commit per write. So the row leads the files by at most one write, never lags them, and
+the file at the row's status is always the newest copy of a job.
+
+A process killed anywhere in 2-3 leaves an intent naming the job. Whoever next takes the
+job's lock, or the next store opened on the directory (``recover_intents``), checks such a
+job: if its files say exactly what its row says the write finished and the intent is merely
+dropped, otherwise that job's row is re-derived from its files (``repair_locked``). Recovery
+costs what the crash touched, not a full reindex. An intent is cleared by (job id, token)
+wherever the clearer judged the write without holding the files still: a rebuild may have
+disowned it meanwhile (``Sidecar`` rows stay the index's; intents are this module's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import sqlite3
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import structlog
+
+from .errors import CorruptJobFile, JobTooLarge, LockTimeout, StorageError
+from .files import JobFile, Layout, read_job_file, remove_file, write_atomic
+from .locks import StripeLocks
+from .model import JobStatus, RemoteJob, parse_status
+from .sidecar import Row, Sidecar, row_for
+
+__all__ = ["BUSY_RETRY_WAIT", "Journal", "clear_intent", "disown_intents"]
+
+log = structlog.get_logger("hybridstore")
+
+# How long a sweep waits, the second time, for a job whose lock was busy the first.
+BUSY_RETRY_WAIT = 0.25
+# Writes that carry no new content from the caller: ``max_job_bytes`` limits what a caller
+# stores (add, save, import, a result, an error), not the bookkeeping of a job that another
+# process stored under a larger limit.
+_UNLIMITED = frozenset({"claim", "heartbeat", "expire", "cancel"})
+_STATUSES = {status.value: status for status in JobStatus}
+
+# The intents of this process's finished writes, per sidecar (shared by every store of the
+# process on its directory) and per connection: (connection generation, job id -> token).
+# Each write transaction deletes them in passing, which spares every write a commit of its
+# own. A reopened database (replaced, or after fork) starts empty: they belonged to the old.
+_SETTLED: weakref.WeakKeyDictionary[Sidecar, tuple[int, int, dict[str, str]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _set_intent(conn: sqlite3.Connection, job_id: str, operation: str, token: str) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO intents (job_id, operation, started_us, token) VALUES (?, ?, ?, ?)",
+        (job_id, operation, now_us(), token),
+    )
+
+
+def clear_intent(conn: sqlite3.Connection, job_id: str, token: str | None = None) -> None:
+    """Delete the job's intent; only if it still carries ``token`` when one is given."""
+    if token is None:
+        conn.execute("DELETE FROM intents WHERE job_id = ?", (job_id,))
+    else:
+        conn.execute("DELETE FROM intents WHERE job_id = ? AND token = ?", (job_id, token))
+
+
+def disown_intents(conn: sqlite3.Connection) -> tuple[set[str], dict[str, Row]]:
+    """Give every intent a token no writer holds, so that none is cleared as settled, and
+    return the jobs they name with the current rows of those that have one: a rebuild that
+    calls this may read a job's files in the middle of a write, so it keeps the row the
+    writer committed, and the intent stays until the job is checked again."""
+    in_flight = {r[0] for r in conn.execute("SELECT job_id FROM intents")}
+    kept = Sidecar.rows_of(conn, in_flight)
+    conn.execute("UPDATE intents SET token = ''")
+    return in_flight, kept
+
+
+class Journal:
+    """The write protocol of one store: its locks, its intents, its commits, its recovery.
+
+    ``stripes`` None means a read-only store: nothing can write there, so there is nothing
+    to lock. ``on_replaced`` reopens the sidecar when a write finds it replaced."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        sidecar: Sidecar,
+        stripes: StripeLocks | None,
+        *,
+        durable: bool,
+        lock_timeout: float,
+        max_job_bytes: int,
+        read_limit: int,
+        on_replaced: Callable[[], None],
+    ) -> None:
+        self.layout = layout
+        self.sidecar = sidecar
+        self.stripes = stripes
+        self.durable = durable
+        self.lock_timeout = lock_timeout
+        self.max_job_bytes = max_job_bytes
+        self.read_limit = read_limit
+        self._on_replaced = on_replaced
+        #: The jobs the last sweep (``each_locked``) passed over, busy.
+        self.last_skipped: list[str] = []
+
+    # -- intents --------------------------------------------------------------------------
+
+    def _settled(self) -> dict[str, str]:
+        entry = _SETTLED.get(self.sidecar)
+        key = (os.getpid(), self.sidecar.generation)
+        if entry is None or entry[:2] != key:
+            entry = (*key, {})
+            _SETTLED[self.sidecar] = entry
+        return entry[2]
+
+    def _settle(self, job_id: str, token: str) -> None:
+        """The write recorded with ``token`` is complete on disk: its intent goes with this
+        process's next write transaction (or ``flush``)."""
+        with self.sidecar.lock:
+            self._settled()[job_id] = token
+
+    def is_settled(self, job_id: str, token: str) -> bool:
+        """Whether this process finished the write that recorded ``token``."""
+        return self._settled().get(job_id) == token
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A sidecar write transaction that also clears the intents of this process's
+        finished writes."""
+        with self.sidecar.transaction() as conn:
+            settled = self._settled()
+            cleared = list(settled.items())
+            if cleared:
+                conn.executemany("DELETE FROM intents WHERE job_id = ? AND token = ?", cleared)
+            yield conn
+        for job_id, token in cleared:
+            if settled.get(job_id) == token:
+                del settled[job_id]
+
+    def flush(self) -> None:
+        """Clear the intents of this process's finished writes now (one commit)."""
+        if self._settled():
+            with self.transaction():
+                pass
+
+    def intents(self) -> list[tuple[str, str]]:
+        """(job id, token) of every recorded intent, oldest first."""
+        rows = self.sidecar.query("SELECT job_id, token FROM intents ORDER BY started_us")
+        return [(r[0], r[1]) for r in rows]
+
+    def unsettled_intents(self) -> list[str]:
+        """The jobs whose intent is not one of this process's finished writes: writes in
+        flight in other processes, finished there but not yet cleared, or interrupted."""
+        return [job_id for job_id, token in self.intents() if not self.is_settled(job_id, token)]
+
+    def state(self, job_id: str) -> tuple[str | None, int, str | None]:
+        """(status and version of the row, or None and 0; the token of its intent, or None)."""
+        rows = self.sidecar.query(
+            "SELECT (SELECT status FROM jobs WHERE id = ?),"
+            " (SELECT version FROM jobs WHERE id = ?),"
+            " (SELECT token FROM intents WHERE job_id = ?)",
+            (job_id, job_id, job_id),
+        )
+        status, version, token = rows[0]
+        return status, version or 0, token
+
+    # -- locks ----------------------------------------------------------------------------
+
+    @contextmanager
+    def lock(self, job_id: str, timeout: float | None = None) -> Iterator[None]:
+        """Hold ``job_id``'s lock (``LockTimeout`` after ``lock_timeout``)."""
+        if self.stripes is None:  # read-only: nothing can write there, nothing to exclude
+            yield
+            return
+        with self.stripes.held(job_id, self.lock_timeout if timeout is None else timeout):
+            yield
+
+    def try_lock(self, job_id: str) -> bool:
+        """Lock ``job_id`` if it is free, without waiting; release with ``_unlock``."""
+        return True if self.stripes is None else self.stripes.try_acquire(job_id)
+
+    def unlock(self, job_id: str) -> None:
+        if self.stripes is not None:
+            self.stripes.unlock(job_id)
+
+    def each_locked(self, job_ids: Iterable[str], sweep: str) -> Iterator[str]:
+        """Yield each job id while holding its lock, skipping jobs a writer keeps locked.
+
+        A sweep over many jobs (expiry, cleanup, verify, repair) must not fail, or wait
+        ``lock_timeout`` per job, because one writer is stopped inside a write (SIGSTOP, a
+        long fsync): like ``SKIP LOCKED``, a busy job is passed over, asked again once
+        after the others, and then left to the next sweep (logged as ``skipped_busy_jobs``;
+        ``self.last_skipped`` names them)."""
+        busy: list[str] = []
+        for job_id in job_ids:
+            if not self.try_lock(job_id):
+                busy.append(job_id)
+                continue
+            try:
+                yield job_id
+            finally:
+                self.unlock(job_id)
+        skipped: list[str] = []
+        for job_id in busy:
+            try:
+                with self.lock(job_id, min(self.lock_timeout, BUSY_RETRY_WAIT)):
+                    yield job_id
+            except LockTimeout:
+                skipped.append(job_id)
+        #: The jobs the last sweep of this store passed over, busy.
+        self.last_skipped = skipped
+        if skipped:
+            log.warning("skipped_busy_jobs", sweep=sweep, jobs=skipped[:20], count=len(skipped))
+
+    def read(self, job_id: str, status: JobStatus, *, strict: bool = True) -> JobFile:
+        return read_job_file(
+            self.layout.job_file(status, job_id),
+            self.read_limit,
+            job_id,
+            status,
+            strict=strict,
+        )
+
+    def load_locked(self, job_id: str) -> RemoteJob | None:
+        """The job as its file says, holding its lock; repairs its row first if needed."""
+        status, version, token = self.state(job_id)
+        if token is not None and not self.is_settled(job_id, token):
+            # Another process's write (none can be in flight: we hold the lock). Finished
+            # if the files say exactly what the row says; else interrupted: repair.
+            settled, job = self.settled_job(job_id, status, version)
+            return job if settled else self.reload_locked(job_id)
+        if status is None:
+            # No job, or a file the index does not know (``locate`` costs six lstat calls).
+            return self.reload_locked(job_id) if self.layout.locate(job_id) else None
+        try:
+            return self.read(job_id, _STATUSES[status]).job
+        except FileNotFoundError:
+            # The row points at a file someone removed by hand: trust the files.
+            return self.reload_locked(job_id)
+
+    def reload_locked(self, job_id: str) -> RemoteJob | None:
+        """Re-derive the job's row from its files, then read it."""
+        self.repair_locked(job_id)
+        status = self.sidecar.status_of(job_id)
+        return None if status is None else self.read(job_id, _STATUSES[status]).job
+
+    def settled_job(
+        self, job_id: str, status: str | None, version: int
+    ) -> tuple[bool, RemoteJob | None]:
+        """Whether the job's files agree with its row (status, version), holding its lock,
+        and the job if they do: one copy, in the row's directory, of the row's version (or
+        no copy and no row). A write that did not finish always breaks one of these.
+        ``CorruptJobFile`` if that copy is unreadable."""
+        where = self.layout.locate(job_id)
+        if status is None:
+            return not where, None
+        if where != [_STATUSES[status]]:
+            return False, None
+        try:
+            job = self.read(job_id, _STATUSES[status]).job
+        except FileNotFoundError:
+            return False, None
+        return job.version == version, job
+
+    def commit(
+        self,
+        job_id: str,
+        current: RemoteJob | None,
+        new: RemoteJob | None,
+        operation: str,
+    ) -> RemoteJob | None:
+        """Steps 2–3 of the write protocol; the caller holds the job's lock and has read
+        ``current`` (None if the job does not exist); ``new`` None deletes the job."""
+        body = b""
+        if new is not None:
+            if not isinstance(new.status, JobStatus):
+                # Only a job built without validation (``model_construct``) gets here; its
+                # status names a directory, so it is checked before anything is touched.
+                new = new.model_copy(update={"status": parse_status(new.status)})
+            new.check_storable()
+            body = new.to_json()
+            if len(body) > self.max_job_bytes and operation not in _UNLIMITED:
+                raise JobTooLarge(job_id, len(body), self.max_job_bytes)
+        old_status = current.status if current is not None else None
+        token = secrets.token_hex(8)
+        with self.transaction() as conn:
+            row = None if new is None else row_for(new, body, now_us())
+            row_before = Sidecar.write_row(conn, job_id, row)
+            _set_intent(conn, job_id, operation, token)
+            connection = self.sidecar.generation
+        touched = False
+        try:
+            if new is not None:
+                write_atomic(
+                    self.layout.status_dir(new.status),
+                    f"{job_id}.json",
+                    body,
+                    durable=self.durable,
+                )
+                touched = True
+            if old_status is not None and (new is None or new.status is not old_status):
+                # A move needs no fsync of the old directory: if its unlink is lost in a
+                # power cut, the durable new copy has the higher version and wins the
+                # rebuild that follows every reboot. A delete must be durable itself.
+                remove_file(
+                    self.layout.job_path(old_status, job_id),
+                    durable=self.durable and new is None,
+                )
+        except StorageError as exc:
+            if touched or exc.in_place:
+                # The new body is in place (the old copy may remain): the intent stays and
+                # the next touch of the job re-derives its row.
+                if exc.in_place:
+                    raise
+                raise StorageError(exc.path, exc.cause, in_place=True) from exc
+            # Nothing changed on disk: put the row back as it was.
+            self._restore_quietly(job_id, row_before, token)
+            raise
+        self._settle(job_id, token)
+        if self.sidecar.replaced() or self.sidecar.generation != connection:
+            # The sidecar was deleted or replaced during this write (and maybe reopened by
+            # another thread since), so the row went to the old one, and the new one may have
+            # been rebuilt before our file step: re-derive this job in the new one (we still
+            # hold its lock, so its files are final).
+            self._on_replaced()
+            self.repair_locked(job_id)
+        return new
+
+    def _restore_quietly(self, job_id: str, row: Row | None, token: str) -> None:
+        # If that fails too, the intent stays: the next touch of the job re-derives its row.
+        with (
+            contextlib.suppress(sqlite3.Error, StorageError, LockTimeout),
+            self.transaction() as conn,
+        ):
+            Sidecar.write_row(conn, job_id, row)
+            # By token: a rebuild meanwhile disowned it, and its row may predate ``row``.
+            clear_intent(conn, job_id, token)
+
+    def store_next(self, current: RemoteJob, new: RemoteJob, operation: str) -> RemoteJob:
+        new = new.model_copy(update={"version": current.version + 1})
+        stored = self.commit(current.id, current, new, operation)
+        assert stored is not None
+        return stored
+
+    def load_for_batch(self, job_id: str) -> RemoteJob | None:
+        """``_load_locked`` for the calls that walk many jobs (claims, expiry, cleanup): an
+        unreadable file is skipped and its row dropped, as a reindex would, instead of
+        failing the call for every other job. ``verify`` reports it, ``repair`` quarantines it.
+        """
+        try:
+            return self.load_locked(job_id)
+        except CorruptJobFile as exc:
+            log.warning("skipped_unreadable_job", job_id=job_id, reason=exc.reason)
+            self.repair_locked(job_id)
+            return None
+
+    def copies(self, job_id: str) -> tuple[list[tuple[JobFile, Path]], list[tuple[Path, str]]]:
+        """Every copy of a job on disk: the valid ones by ascending version (normally one),
+        and the invalid ones with the reason."""
+        copies: list[tuple[JobFile, Path]] = []
+        invalid: list[tuple[Path, str]] = []
+        for status in self.layout.locate(job_id):
+            path = self.layout.job_path(status, job_id)
+            try:
+                copies.append((self.read(job_id, status), path))
+            except FileNotFoundError:
+                continue
+            except CorruptJobFile as exc:
+                invalid.append((path, exc.reason))
+        copies.sort(key=lambda c: c[0].job.version)
+        return copies, invalid
+
+    def repair_locked(
+        self, job_id: str, *, quarantine_invalid: bool = False
+    ) -> tuple[list[str], list[Path]]:
+        """Re-derive one job's row from its files; the caller holds the job's lock.
+
+        Keeps the highest version when the job is in several directories (the others are
+        quarantined), removes the job's temp files (no write of it can be in flight), and
+        clears its intent. Invalid files are skipped, or quarantined if asked. Returns what
+        was done and where the quarantined files went.
+        """
+        actions: list[str] = []
+        quarantined: list[Path] = []
+        copies, invalid = self.copies(job_id)
+        for path, reason in invalid:
+            if quarantine_invalid:
+                quarantined.append(self.layout.quarantine_file(path, reason))
+                actions.append(f"quarantined {path}: {reason}")
+        for temp in self.layout.temp_files(job_id):
+            temp.unlink(missing_ok=True)
+            actions.append(f"removed temp file {temp}")
+        winner = copies.pop()[0] if copies else None
+        for older, path in copies:
+            reason = f"older copy (version {older.job.version}) of a job found in two directories"
+            quarantined.append(self.layout.quarantine_file(path, reason))
+            actions.append(f"quarantined {path}: {reason}")
+        with self.transaction() as conn:
+            if winner is None:
+                Sidecar.drop_row(conn, job_id)
+            else:
+                Sidecar.put_rows(conn, [row_for(winner.job, winner.data, winner.mtime_us)])
+            clear_intent(conn, job_id)
+        actions.append(f"reindexed {job_id}" if winner else f"dropped row of {job_id}")
+        return actions, quarantined
+
+    def recover_intents(self) -> int:
+        """Check the jobs named by other processes' intents: drop the intents of finished
+        writes, repair the jobs whose writer died mid-write; return how many were repaired.
+        """
+        recovered = 0
+        for job_id, token in self.intents():
+            if self.is_settled(job_id, token):
+                continue  # ours and finished: our next write transaction clears it
+            if not self.try_lock(job_id):
+                # A live writer holds the job's lock stripe: this job's writer, which will
+                # finish its own intent, or another job's, and a later pass checks this one.
+                continue
+            try:
+                status, version, now_token = self.state(job_id)
+                if now_token == token:
+                    try:
+                        settled = self.settled_job(job_id, status, version)[0]
+                    except CorruptJobFile:
+                        settled = False  # the repair leaves the file out of the index
+                    if settled:
+                        with self.transaction() as conn:
+                            # By token: a rebuild since our look may have disowned it.
+                            clear_intent(conn, job_id, token)
+                    else:
+                        self.repair_locked(job_id)
+                        recovered += 1
+            finally:
+                self.unlock(job_id)
+        if recovered:
+            log.warning(
+                "recovered_interrupted_writes", jobs=recovered, data_dir=str(self.layout.root)
+            )
+        return recovered
