@@ -72,9 +72,7 @@ class MemoryJobRepository:
                 if if_duplicate == "return":
                     return holder.model_copy(deep=True)
                 self._check_key(job)
-            return self._put(job.model_copy(update={"version": 1}, deep=True)).model_copy(
-                deep=True
-            )
+            return self._put(job.model_copy(update={"version": 1}, deep=True)).model_copy(deep=True)
 
     def add_many(self, jobs: Iterable[RemoteJob]) -> list[RemoteJob]:
         batch = list(jobs)
