@@ -105,6 +105,8 @@ class Worker:
     idle_max_seconds: float = 1.0
     #: heartbeats run every ``lease_seconds * heartbeat_fraction`` seconds
     heartbeat_fraction: float = 1 / 3
+    #: seconds before a failed job is retried; None: the store's default back-off
+    retry_in: float | None = None
 
     def __init__(
         self,
@@ -128,6 +130,9 @@ class Worker:
         self._in_handler = False
         self._idle = False
         self._current: RemoteJob | None = None
+        #: the summary of the run under way (or the last one), updated as jobs end: still
+        #: there when ``run`` was left by an exception the handler let through
+        self.summary = WorkerSummary()
 
     def __repr__(self) -> str:
         return f"Worker({self.worker_id!r}, content_types={self.content_types!r})"
@@ -176,7 +181,7 @@ class Worker:
             isinstance(max_jobs, bool) or not isinstance(max_jobs, int) or max_jobs < 0
         ):
             raise InvalidArgument(f"max_jobs must be a non-negative integer, got {max_jobs!r}")
-        summary = WorkerSummary()
+        summary = self.summary = WorkerSummary()
         started = time.monotonic()
         previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
@@ -286,9 +291,13 @@ class Worker:
                     summary.completed += 1
                     log.info("job.completed", seconds=seconds)
                     return
-            stored = self.repo.fail(
-                job.id, self.worker_id, f"{type(error).__name__}: {error}", attempt=job.attempt
-            )
+            message = f"{type(error).__name__}: {error}"
+            if self.retry_in is None:
+                stored = self.repo.fail(job.id, self.worker_id, message, attempt=job.attempt)
+            else:
+                stored = self.repo.fail(
+                    job.id, self.worker_id, message, attempt=job.attempt, retry_in=self.retry_in
+                )
             summary.failed += 1
             log.warning(
                 "job.failed",
