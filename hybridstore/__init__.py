@@ -15,6 +15,7 @@ from .compat import RemoteJobsStorage, StorageManager
 from .errors import (
     BackendUnavailable,
     CorruptJobFile,
+    DuplicateJob,
     HybridStoreError,
     InvalidArgument,
     InvalidJobId,
@@ -36,6 +37,7 @@ from .model import JobStatus, RemoteJob
 from .repository import JobRepository
 from .store import JobStore
 from .transfer import copy_jobs
+from .worker import Worker, WorkerSummary
 
 if TYPE_CHECKING:
     from .postgres import PostgresJobRepository
@@ -45,6 +47,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendUnavailable",
     "CorruptJobFile",
+    "DuplicateJob",
     "HybridStoreError",
     "InvalidArgument",
     "InvalidJobId",
@@ -67,6 +70,8 @@ __all__ = [
     "StoreNotFound",
     "UnsupportedFileSystem",
     "VersionConflict",
+    "Worker",
+    "WorkerSummary",
     "__version__",
     "copy_jobs",
     "open_repository",

@@ -32,6 +32,23 @@ class JobAlreadyExists(HybridStoreError):
         self.job_id = job_id
 
 
+class DuplicateJob(JobAlreadyExists):
+    """``add`` was given a job whose ``unique_key`` a pending or processing job holds.
+
+    ``existing_id`` is that job's id; ``job_id`` the refused job's, ``unique_key`` the key.
+    """
+
+    def __init__(self, job_id: str, unique_key: str, existing_id: str) -> None:
+        HybridStoreError.__init__(
+            self,
+            f"job {job_id!r}: unique key {unique_key!r} is held by job {existing_id!r}"
+            " (pending or processing)",
+        )
+        self.job_id = job_id
+        self.unique_key = unique_key
+        self.existing_id = existing_id
+
+
 class InvalidJobId(HybridStoreError, ValueError):
     """A job id that does not fully match ``[A-Za-z0-9][A-Za-z0-9._-]{0,127}``."""
 

@@ -7,12 +7,12 @@ the same on them. It lives in one process and keeps nothing.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from . import lifecycle
-from .errors import JobAlreadyExists, JobNotFound, VersionConflict
+from .errors import DuplicateJob, JobAlreadyExists, JobNotFound, VersionConflict
 from .model import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -22,7 +22,7 @@ from .model import (
     utcnow,
     validate_job_id,
 )
-from .repository import Filter, check_page, claim_arguments, filter_values
+from .repository import Filter, IfDuplicate, check_page, claim_arguments, filter_values
 
 __all__ = ["MemoryJobRepository"]
 
@@ -41,21 +41,71 @@ class MemoryJobRepository:
         self._written[job.id] = utcnow()
         return job
 
-    def add(self, job: RemoteJob) -> RemoteJob:
+    def _key_holder(self, job: RemoteJob) -> RemoteJob | None:
+        """The other job holding the key ``job`` would hold, if any."""
+        if not lifecycle.holds_key(job):
+            return None
+        for other in self._jobs.values():
+            if (
+                other.id != job.id
+                and other.unique_key == job.unique_key
+                and lifecycle.holds_key(other)
+            ):
+                return other
+        return None
+
+    def _check_key(self, job: RemoteJob) -> None:
+        holder = self._key_holder(job)
+        if holder is not None:
+            assert job.unique_key is not None
+            raise DuplicateJob(job.id, job.unique_key, holder.id)
+
+    def add(self, job: RemoteJob, *, if_duplicate: IfDuplicate = "raise") -> RemoteJob:
         validate_job_id(job.id)
+        lifecycle.check_if_duplicate(if_duplicate)
+        job.check_storable()
         with self._lock:
             if job.id in self._jobs:
                 raise JobAlreadyExists(job.id)
-            return self._put(job.model_copy(update={"version": 1}, deep=True))
+            holder = self._key_holder(job)
+            if holder is not None:
+                if if_duplicate == "return":
+                    return holder.model_copy(deep=True)
+                self._check_key(job)
+            return self._put(job.model_copy(update={"version": 1}, deep=True)).model_copy(deep=True)
+
+    def add_many(self, jobs: Iterable[RemoteJob]) -> list[RemoteJob]:
+        batch = list(jobs)
+        for job in batch:
+            validate_job_id(job.id)
+            job.check_storable()
+        with self._lock:
+            ids: set[str] = set()
+            keys: dict[str, str] = {}
+            for job in batch:
+                if job.id in self._jobs or job.id in ids:
+                    raise JobAlreadyExists(job.id)
+                ids.add(job.id)
+                self._check_key(job)
+                if lifecycle.holds_key(job):
+                    assert job.unique_key is not None
+                    if job.unique_key in keys:
+                        raise DuplicateJob(job.id, job.unique_key, keys[job.unique_key])
+                    keys[job.unique_key] = job.id
+            stored = [self._put(job.model_copy(update={"version": 1}, deep=True)) for job in batch]
+            return [job.model_copy(deep=True) for job in stored]
 
     def save(self, job: RemoteJob, *, expected_version: int | None = None) -> RemoteJob:
         validate_job_id(job.id)
+        job.check_storable()
         with self._lock:
             current = self._jobs.get(job.id)
             stored = current.version if current else 0
             if expected_version is not None and expected_version != stored:
                 raise VersionConflict(job.id, expected_version, stored)
-            return self._put(job.model_copy(update={"version": stored + 1}, deep=True))
+            self._check_key(job)
+            saved = self._put(job.model_copy(update={"version": stored + 1}, deep=True))
+            return saved.model_copy(deep=True)
 
     def get(self, job_id: str) -> RemoteJob | None:
         validate_job_id(job_id)
@@ -162,6 +212,9 @@ class MemoryJobRepository:
             if current is None:
                 raise JobNotFound(job_id)
             new = change(current).model_copy(update={"version": current.version + 1})
+            new.check_storable()
+            if not lifecycle.holds_key(current):
+                self._check_key(new)
             return self._put(new).model_copy(deep=True)
 
     def claim_next(
@@ -171,15 +224,36 @@ class MemoryJobRepository:
         content_types: Sequence[str] | None = None,
         lease_seconds: float = 300,
     ) -> RemoteJob | None:
+        claimed = self.claim_many(
+            worker_id, 1, content_types=content_types, lease_seconds=lease_seconds
+        )
+        return claimed[0] if claimed else None
+
+    def claim_many(
+        self,
+        worker_id: str,
+        n: int,
+        *,
+        content_types: Sequence[str] | None = None,
+        lease_seconds: float = 300,
+    ) -> list[RemoteJob]:
         wanted = claim_arguments(worker_id, content_types, lease_seconds)
+        lifecycle.check_claim_count(n)
         with self._lock:
-            pending = self.find(status=JobStatus.PENDING, content_type=wanted)
-            if not pending:
-                return None
-            return self._update(
-                pending[0].id,
-                lambda job: lifecycle.claim(job, worker_id, lease_seconds, utcnow()),
-            )
+            now = utcnow()
+
+            def asked(job: RemoteJob) -> bool:
+                return wanted is None or job.content_type in wanted
+
+            for job in [j for j in self._jobs.values() if asked(j)]:
+                if lifecycle.is_overdue(job, now):
+                    self._update(job.id, lambda j: lifecycle.take_back(j, now))
+            ready = [j for j in self._jobs.values() if asked(j) and lifecycle.is_ready(j, now)]
+            ready.sort(key=lifecycle.claim_order_key)
+            return [
+                self._update(job.id, lambda j: lifecycle.claim(j, worker_id, lease_seconds, now))
+                for job in ready[:n]
+            ]
 
     def heartbeat(
         self,
@@ -188,9 +262,14 @@ class MemoryJobRepository:
         *,
         lease_seconds: float = 300,
         attempt: int | None = None,
+        progress: float | None = None,
+        message: str | None = None,
     ) -> RemoteJob:
         return self._update(
-            job_id, lambda j: lifecycle.heartbeat(j, worker_id, lease_seconds, attempt, utcnow())
+            job_id,
+            lambda j: lifecycle.heartbeat(
+                j, worker_id, lease_seconds, attempt, utcnow(), progress, message
+            ),
         )
 
     def complete(
@@ -206,14 +285,24 @@ class MemoryJobRepository:
         )
 
     def fail(
-        self, job_id: str, worker_id: str, error_message: str, *, attempt: int | None = None
+        self,
+        job_id: str,
+        worker_id: str,
+        error_message: str,
+        *,
+        attempt: int | None = None,
+        retry_in: float | None = None,
     ) -> RemoteJob:
         return self._update(
-            job_id, lambda j: lifecycle.fail(j, worker_id, error_message, attempt, utcnow())
+            job_id,
+            lambda j: lifecycle.fail(j, worker_id, error_message, attempt, utcnow(), retry_in),
         )
 
     def cancel(self, job_id: str) -> RemoteJob:
         return self._update(job_id, lambda j: lifecycle.cancel(j, utcnow()))
+
+    def requeue(self, job_id: str, *, reset_retries: bool = False) -> RemoteJob:
+        return self._update(job_id, lambda j: lifecycle.requeue(j, reset_retries, utcnow()))
 
     def expire_overdue(self, now: datetime | None = None) -> list[RemoteJob]:
         now = resolve_now(now)

@@ -41,6 +41,9 @@ JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # attempts 64-bit (SQLite INTEGER, PostgreSQL BIGINT). A body with more is refused.
 MAX_RETRIES_LIMIT = 2**31 - 1
 MAX_COUNTER = 2**63 - 1
+# Priorities are 32-bit signed (PostgreSQL INTEGER).
+MIN_PRIORITY = -(2**31)
+MAX_PRIORITY = 2**31 - 1
 # Option and result values nested deeper than this could not be parsed back safely.
 MAX_JSON_DEPTH = 64
 
@@ -195,6 +198,18 @@ class RemoteJob(BaseModel):
     max_retries: int = Field(default=3, ge=0, le=MAX_RETRIES_LIMIT)
     version: int = Field(default=0, ge=0, le=MAX_COUNTER)
     attempt: int = Field(default=0, ge=0, le=MAX_COUNTER)
+    # Workers that need nothing else. A body written before these existed reads with the
+    # defaults (missing keys take them).
+    #: a pending job is not ready before this instant (delayed jobs, retry back-off)
+    not_before: UTCDateTime | None = None
+    #: higher is claimed first
+    priority: int = Field(default=0, ge=MIN_PRIORITY, le=MAX_PRIORITY)
+    #: at most one pending or processing job holds a key at a time
+    unique_key: NonBlankStr | None = None
+    #: the holder's last reported progress, in [0, 1]
+    progress: float | None = Field(default=None, ge=0.0, le=1.0)
+    #: the holder's last progress message
+    progress_message: str | None = None
 
     def __init__(self, **data: Any) -> None:
         # Raise the typed error itself (not a wrapped ValidationError) for a bad id.

@@ -54,6 +54,11 @@ COLUMNS = (
     "max_retries",
     "version",
     "attempt",
+    "not_before",
+    "priority",
+    "unique_key",
+    "progress",
+    "progress_message",
 )
 JSON_COLUMNS = frozenset({"task_options", "result_data"})
 FIELDS = ", ".join(COLUMNS)
@@ -136,6 +141,11 @@ def job_params(job: RemoteJob, version: int) -> list[Any]:
         job.max_retries,
         version,
         job.attempt,
+        job.not_before,
+        job.priority,
+        job.unique_key,
+        job.progress,
+        job.progress_message,
     ]
 
 

@@ -10,6 +10,13 @@ How the contract maps onto the database:
   (``SELECT ... FOR UPDATE``), apply the rule from ``hybridstore.lifecycle`` and write the
   result back before committing; ``claim_next`` adds ``SKIP LOCKED`` so concurrent workers
   on any number of machines pass each other instead of queueing on one row.
+* Claims (``claim_next``, ``claim_many``) are one transaction: abandoned leases of the asked
+  content types are locked (``SKIP LOCKED``) and taken back, then the first ready jobs are
+  locked with ``SKIP LOCKED`` from two partial indexes in claim order (``remote_jobs_ready*``:
+  pending without ``not_before``; ``remote_jobs_delayed``: pending whose ``not_before`` has
+  come), so neither delayed jobs nor other workers' claims are ever scanned or waited for.
+* Unique keys: a unique partial index (``remote_jobs_unique_key``) decides between concurrent
+  adds; its violation becomes ``DuplicateJob``.
 * ``save(expected_version=...)`` is a conditional ``UPDATE ... WHERE version = %s`` (or an
   ``INSERT ... ON CONFLICT DO NOTHING`` for 0): the check and the write are one statement.
 * Times default to the database server's clock (``statement_timestamp()``), not the
@@ -33,6 +40,7 @@ from . import lifecycle
 from .config import describe_target
 from .errors import (
     BackendUnavailable,
+    DuplicateJob,
     HybridStoreError,
     InvalidArgument,
     JobAlreadyExists,
@@ -75,6 +83,7 @@ from .pgrows import (
 from .pgschema import apply_migrations, require_schema
 from .repository import (
     Filter,
+    IfDuplicate,
     ImportResult,
     check_page,
     claim_arguments,
@@ -92,6 +101,58 @@ __all__ = ["PostgresJobRepository"]
 # Pools left behind in a forked child: closing them there would end the parent's
 # sessions (libpq sends Terminate on the shared sockets), so they are kept, never touched.
 _ABANDONED: list[object] = []
+
+
+#: Abandoned leases one claim takes back at most: a claim's cost stays bounded even after
+#: many workers died at once (the rest are taken back by the next claims).
+TAKE_BACK_BATCH = 32
+UNIQUE_KEY_INDEX = "remote_jobs_unique_key"
+_CLAIM_ORDER = ' ORDER BY priority DESC, created_at, id COLLATE "C"'
+
+
+def _key_violation(exc: Exception) -> bool:
+    """A unique violation of ``remote_jobs_unique_key`` (another job holds the key)."""
+    import psycopg
+
+    return (
+        isinstance(exc, psycopg.errors.UniqueViolation)
+        and getattr(exc.diag, "constraint_name", None) == UNIQUE_KEY_INDEX
+    )
+
+
+def _candidates_sql(by_type: bool) -> str:
+    """The ready jobs a claim may take: the first ``n`` in claim order of each partial index
+    (per content type when asked), locked, skipping rows other transactions hold."""
+    if by_type:
+        ready = (
+            f"SELECT j.* FROM unnest(%(types)s::text[]) AS t(ct) CROSS JOIN LATERAL ("
+            f"SELECT {FIELDS} FROM remote_jobs WHERE status = 'pending'"
+            f" AND not_before IS NULL AND content_type = t.ct{_CLAIM_ORDER}"
+            " LIMIT %(n)s FOR UPDATE SKIP LOCKED) AS j"
+        )
+        due_types = " AND content_type = ANY(%(types)s::text[])"
+    else:
+        ready = (
+            f"SELECT {FIELDS} FROM remote_jobs WHERE status = 'pending'"
+            f" AND not_before IS NULL{_CLAIM_ORDER} LIMIT %(n)s FOR UPDATE SKIP LOCKED"
+        )
+        due_types = ""
+    due = (
+        f"SELECT {FIELDS} FROM remote_jobs WHERE status = 'pending'"
+        f" AND not_before <= %(now)s{due_types}{_CLAIM_ORDER}"
+        " LIMIT %(n)s FOR UPDATE SKIP LOCKED"
+    )
+    return (
+        f"WITH ready AS ({ready}), due AS ({due}) SELECT * FROM ready UNION ALL SELECT * FROM due"
+    )
+
+
+CLAIM_CANDIDATES = _candidates_sql(False)
+CLAIM_CANDIDATES_BY_TYPE = _candidates_sql(True)
+ABANDONED = (
+    f"SELECT {FIELDS} FROM remote_jobs WHERE status = 'processing' AND timeout_at < %(now)s"
+    '{types} ORDER BY timeout_at, id COLLATE "C" LIMIT %(limit)s FOR UPDATE SKIP LOCKED'
+)
 
 
 def _is_connection_error(exc: Exception) -> bool:
@@ -230,19 +291,96 @@ class PostgresJobRepository:
 
     # -- writes -------------------------------------------------------------------------
 
-    def add(self, job: RemoteJob) -> RemoteJob:
-        """Insert ``job`` as version 1; ``JobAlreadyExists`` if its id is taken."""
+    def _key_holder(self, unique_key: str | None) -> RemoteJob | None:
+        """The pending or processing job holding ``unique_key``, if any."""
+        if unique_key is None:
+            return None
+        with self._cursor() as cur:
+            row = cur.execute(
+                f"SELECT {FIELDS} FROM remote_jobs WHERE unique_key = %s"
+                " AND status = ANY(%s::text[])",
+                (unique_key, ACTIVE),
+            ).fetchone()
+        return job_from_row(row) if row is not None else None
+
+    def _duplicate(self, job: RemoteJob) -> DuplicateJob:
+        holder = self._key_holder(job.unique_key)
+        return DuplicateJob(job.id, job.unique_key or "", holder.id if holder else "?")
+
+    def add(self, job: RemoteJob, *, if_duplicate: IfDuplicate = "raise") -> RemoteJob:
+        """Insert ``job`` as version 1; ``JobAlreadyExists`` if its id is taken,
+        ``DuplicateJob`` (or the holder, with ``if_duplicate="return"``) if its key is."""
         validate_job_id(job.id)
-        with self._cursor(job.id) as cur:
-            row = cur.execute(ADD, job_params(job, 1)).fetchone()
-        if row is None:
-            raise JobAlreadyExists(job.id)
-        return job_from_row(row)
+        lifecycle.check_if_duplicate(if_duplicate)
+        job.check_storable()
+        for _ in range(5):
+            try:
+                with self._cursor(job.id) as cur:
+                    row = cur.execute(ADD, job_params(job, 1)).fetchone()
+            except Exception as exc:
+                if not _key_violation(exc):
+                    raise
+                holder = self._key_holder(job.unique_key)
+                if holder is None:
+                    continue  # the holder ended meanwhile: the key is free, try again
+                if if_duplicate == "return":
+                    return holder
+                raise DuplicateJob(job.id, job.unique_key or "", holder.id) from None
+            if row is None:
+                raise JobAlreadyExists(job.id)
+            return job_from_row(row)
+        raise self._duplicate(job)
+
+    def add_many(self, jobs: Iterable[RemoteJob]) -> list[RemoteJob]:
+        """Insert every job as version 1 in one transaction: all of them, or none."""
+        batch = list(jobs)
+        ids: set[str] = set()
+        keys: dict[str, str] = {}
+        for job in batch:
+            validate_job_id(job.id)
+            job.check_storable()
+            if job.id in ids:
+                raise JobAlreadyExists(job.id)
+            ids.add(job.id)
+            if lifecycle.holds_key(job):
+                assert job.unique_key is not None
+                if job.unique_key in keys:
+                    raise DuplicateJob(job.id, job.unique_key, keys[job.unique_key])
+                keys[job.unique_key] = job.id
+        if not batch:
+            return []
+        try:
+            with self._cursor(transaction=True) as cur:
+                cur.executemany(ADD, [job_params(job, 1) for job in batch], returning=True)
+                stored: list[RemoteJob] = []
+                for job in batch:
+                    row = cur.fetchone()
+                    if row is None:  # ON CONFLICT (id) DO NOTHING: raising rolls all back
+                        raise JobAlreadyExists(job.id)
+                    stored.append(job_from_row(row))
+                    cur.nextset()
+                return stored
+        except Exception as exc:
+            if not _key_violation(exc):
+                raise
+        for job in batch:  # which job's key is held (none was stored)
+            holder = self._key_holder(job.unique_key) if lifecycle.holds_key(job) else None
+            if holder is not None:
+                raise DuplicateJob(job.id, job.unique_key or "", holder.id) from None
+        raise DuplicateJob(batch[0].id, "?", "?")
 
     def save(self, job: RemoteJob, *, expected_version: int | None = None) -> RemoteJob:
         """Insert or replace ``job`` as the stored version + 1, conditionally when
         ``expected_version`` is given."""
         validate_job_id(job.id)
+        try:
+            return self._save(job, expected_version)
+        except Exception as exc:
+            if _key_violation(exc):
+                raise self._duplicate(job) from None
+            raise
+
+    def _save(self, job: RemoteJob, expected_version: int | None) -> RemoteJob:
         with self._cursor(job.id) as cur:
             if expected_version is None:
                 row = cur.execute(UPSERT, job_params(job, 1)).fetchone()
@@ -451,21 +589,51 @@ class PostgresJobRepository:
         content_types: Sequence[str] | None = None,
         lease_seconds: float = 300,
     ) -> RemoteJob | None:
-        """Lock the oldest pending job no one else has locked (``SKIP LOCKED``), move it to
-        processing for ``worker_id``, commit; None when nothing is waiting."""
+        """The first ready job in claim order, claimed for ``worker_id``; None if none."""
+        claimed = self.claim_many(
+            worker_id, 1, content_types=content_types, lease_seconds=lease_seconds
+        )
+        return claimed[0] if claimed else None
+
+    def claim_many(
+        self,
+        worker_id: str,
+        n: int,
+        *,
+        content_types: Sequence[str] | None = None,
+        lease_seconds: float = 300,
+    ) -> list[RemoteJob]:
+        """Up to ``n`` ready jobs in claim order, claimed in one transaction: abandoned
+        leases taken back first, then candidates locked with ``SKIP LOCKED``."""
         wanted = claim_arguments(worker_id, content_types, lease_seconds)
-        where, params = where_sql(filter_values(JobStatus.PENDING, wanted))
+        lifecycle.check_claim_count(n)
+        if n == 0 or wanted == []:
+            return []
+        types = sorted(set(wanted)) if wanted is not None else None
         with self._cursor(transaction=True) as cur:
-            row = cur.execute(
-                f"SELECT statement_timestamp(), {FIELDS} FROM remote_jobs{where}{ORDER}"
-                " LIMIT 1 FOR UPDATE SKIP LOCKED",
-                params,
-            ).fetchone()
-            if row is None:
-                return None
-            current = job_from_row(row[1:])
-            claimed = lifecycle.claim(current, worker_id, lease_seconds, row[0])
-            return self._write(cur, claimed, current.version + 1)
+            clock = cur.execute("SELECT statement_timestamp()").fetchone()
+            assert clock is not None
+            now: datetime = clock[0]
+            params: dict[str, Any] = {"now": now, "n": n, "types": types}
+            abandoned = cur.execute(
+                ABANDONED.format(
+                    types=" AND content_type = ANY(%(types)s::text[])" if types else ""
+                ),
+                {**params, "limit": TAKE_BACK_BATCH},
+            ).fetchall()
+            for row in abandoned:
+                current = job_from_row(row)
+                self._write(cur, lifecycle.take_back(current, now), current.version + 1)
+            rows = cur.execute(
+                CLAIM_CANDIDATES_BY_TYPE if types else CLAIM_CANDIDATES, params
+            ).fetchall()
+            chosen = sorted(map(job_from_row, rows), key=lifecycle.claim_order_key)[:n]
+            return [
+                self._write(
+                    cur, lifecycle.claim(job, worker_id, lease_seconds, now), job.version + 1
+                )
+                for job in chosen
+            ]
 
     def heartbeat(
         self,
@@ -474,11 +642,15 @@ class PostgresJobRepository:
         *,
         lease_seconds: float = 300,
         attempt: int | None = None,
+        progress: float | None = None,
+        message: str | None = None,
     ) -> RemoteJob:
-        """Extend the holder's lease to now + ``lease_seconds``."""
+        """Extend the holder's lease to now + ``lease_seconds``; record the progress."""
         return self._change(
             job_id,
-            lambda job, now: lifecycle.heartbeat(job, worker_id, lease_seconds, attempt, now),
+            lambda job, now: lifecycle.heartbeat(
+                job, worker_id, lease_seconds, attempt, now, progress, message
+            ),
         )
 
     def complete(
@@ -495,16 +667,35 @@ class PostgresJobRepository:
         )
 
     def fail(
-        self, job_id: str, worker_id: str, error_message: str, *, attempt: int | None = None
+        self,
+        job_id: str,
+        worker_id: str,
+        error_message: str,
+        *,
+        attempt: int | None = None,
+        retry_in: float | None = None,
     ) -> RemoteJob:
-        """processing → pending while retries remain (retry_count + 1), else failed."""
+        """processing → pending while retries remain (retry_count + 1, after the back-off),
+        else failed."""
         return self._change(
-            job_id, lambda job, now: lifecycle.fail(job, worker_id, error_message, attempt, now)
+            job_id,
+            lambda job, now: lifecycle.fail(job, worker_id, error_message, attempt, now, retry_in),
         )
 
     def cancel(self, job_id: str) -> RemoteJob:
         """pending or processing → cancelled."""
         return self._change(job_id, lambda job, now: lifecycle.cancel(job, now))
+
+    def requeue(self, job_id: str, *, reset_retries: bool = False) -> RemoteJob:
+        """failed, timeout or cancelled → pending, ready at once."""
+        try:
+            return self._change(job_id, lambda job, now: lifecycle.requeue(job, reset_retries, now))
+        except Exception as exc:
+            if not _key_violation(exc):
+                raise
+            job = self.get(job_id)
+            assert job is not None
+            raise self._duplicate(job) from None
 
     def expire_overdue(self, now: datetime | None = None) -> list[RemoteJob]:
         """Processing jobs past their lease → pending (retries left) or timeout, in one

@@ -13,6 +13,23 @@ Guarantees common to every backend (implementations do not repeat them):
   ``InvalidJobId`` before the backend is touched. An unknown status raises
   ``InvalidArgument``.
 * Query results are ordered by ``created_at``, then id (byte order).
+
+Workers that need nothing else (the rules live in ``hybridstore.lifecycle``):
+
+* A pending job is *ready* when its ``not_before`` is unset or past. Claims take ready jobs
+  in claim order: highest ``priority``, then oldest ``created_at``, then id (byte order).
+* A processing job whose lease has passed (``timeout_at`` before now) is *abandoned*.
+  ``claim_next`` and ``claim_many`` take abandoned leases (of the content types asked for)
+  back by themselves, as ``expire_overdue`` would: with retries left the job is pending
+  and ready at once (``retry_count + 1``) and competes in claim order, so it may be claimed
+  by the same call with ``attempt + 1``, which fences the earlier holder; without, it
+  moves to timeout. No sweep (cron ``expire``) is needed.
+* A job's ``unique_key`` is held while the job is pending or processing: at most one job
+  holds a key at a time, across processes (``DuplicateJob``, with ``existing_id``). Writes
+  that would give a key a second holder (``add``, ``add_many``, ``save``, ``requeue``) raise
+  it and change nothing; a terminal job frees its key.
+* Progress belongs to an attempt: a job entering pending, and a claim, clear ``progress``
+  and ``progress_message``; a terminal job keeps the last ones reported.
 """
 
 from __future__ import annotations
@@ -21,7 +38,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 from .errors import InvalidArgument
 from .lifecycle import lease_delta
@@ -29,6 +46,7 @@ from .model import JobStatus, RemoteJob, parse_status
 
 __all__ = [
     "Filter",
+    "IfDuplicate",
     "ImportAction",
     "ImportResult",
     "JobRepository",
@@ -41,6 +59,9 @@ __all__ = [
 
 #: A filter value: one value, or a sequence meaning "any of these".
 Filter = str | Sequence[str] | None
+
+#: ``add(..., if_duplicate=...)``: raise ``DuplicateJob``, or return the existing job.
+IfDuplicate: TypeAlias = Literal["raise", "return"]
 
 
 def filter_values(
@@ -94,8 +115,25 @@ def check_page(limit: int | None, offset: int) -> None:
 class JobRepository(Protocol):
     """A store of ``RemoteJob`` records with a worker lifecycle."""
 
-    def add(self, job: RemoteJob) -> RemoteJob:
-        """Store a new job as version 1. ``JobAlreadyExists`` if the id is taken."""
+    def add(self, job: RemoteJob, *, if_duplicate: IfDuplicate = "raise") -> RemoteJob:
+        """Store a new job as version 1. ``JobAlreadyExists`` if the id is taken (whatever
+        ``if_duplicate`` says: it is about keys, not ids).
+
+        A job whose ``unique_key`` a pending or processing job holds is not stored:
+        ``DuplicateJob`` (``.existing_id``) with ``if_duplicate="raise"``, the existing job
+        itself with ``"return"``. Of any number of concurrent adds of one key, in any
+        processes, exactly one stores its job. A ``not_before`` in the future delays the job.
+        """
+        ...
+
+    def add_many(self, jobs: Iterable[RemoteJob]) -> list[RemoteJob]:
+        """Store every job as ``add`` would (version 1), in one atomic step: all or none.
+
+        If any job clashes (an id already stored or repeated in the batch:
+        ``JobAlreadyExists``; a unique key held by a stored active job or by an earlier job of
+        the batch: ``DuplicateJob``), the error is raised and *none* of the jobs is stored.
+        Returns the stored jobs in the order given.
+        """
         ...
 
     def save(self, job: RemoteJob, *, expected_version: int | None = None) -> RemoteJob:
@@ -162,9 +200,22 @@ class JobRepository(Protocol):
         content_types: Sequence[str] | None = None,
         lease_seconds: float = 300,
     ) -> RemoteJob | None:
-        """Atomically take the oldest pending job (of those content types): processing,
-        ``worker_id``, ``started_at``, ``timeout_at = now + lease``, ``attempt + 1``.
-        No two callers, in any processes, ever get the same claim."""
+        """Atomically take the first ready job in claim order (of those content types;
+        abandoned leases taken back first, see above): processing, ``worker_id``,
+        ``started_at``, ``timeout_at = now + lease``, ``attempt + 1``, progress cleared.
+        No two callers, in any processes, ever get the same claim. None: no job is ready."""
+        ...
+
+    def claim_many(
+        self,
+        worker_id: str,
+        n: int,
+        *,
+        content_types: Sequence[str] | None = None,
+        lease_seconds: float = 300,
+    ) -> list[RemoteJob]:
+        """Up to ``n`` jobs, each as ``claim_next`` would give it, in claim order, in one
+        atomic step (fewer, or none, when fewer are ready)."""
         ...
 
     def heartbeat(
@@ -174,8 +225,12 @@ class JobRepository(Protocol):
         *,
         lease_seconds: float = 300,
         attempt: int | None = None,
+        progress: float | None = None,
+        message: str | None = None,
     ) -> RemoteJob:
-        """Extend the holder's lease to now + ``lease_seconds``."""
+        """Extend the holder's lease to now + ``lease_seconds``; store ``progress`` (a number
+        in [0, 1], ``InvalidArgument`` otherwise) and ``message`` when given (None keeps
+        the stored value)."""
         ...
 
     def complete(
@@ -190,14 +245,30 @@ class JobRepository(Protocol):
         ...
 
     def fail(
-        self, job_id: str, worker_id: str, error_message: str, *, attempt: int | None = None
+        self,
+        job_id: str,
+        worker_id: str,
+        error_message: str,
+        *,
+        attempt: int | None = None,
+        retry_in: float | None = None,
     ) -> RemoteJob:
         """While retries remain: ``retry_count + 1`` and back to pending (lease fields
-        cleared); else failed with ``completed_at``."""
+        cleared), not ready before now + ``retry_in`` seconds (0: at once; None: the
+        default back-off ``lifecycle.backoff_seconds``, 5 s doubling per retry up to 1 h);
+        else failed with ``completed_at``."""
         ...
 
     def cancel(self, job_id: str) -> RemoteJob:
         """pending or processing → cancelled."""
+        ...
+
+    def requeue(self, job_id: str, *, reset_retries: bool = False) -> RemoteJob:
+        """failed, timeout or cancelled → pending, ready at once: clears ``worker_id``,
+        ``started_at``, ``completed_at``, ``timeout_at``, ``not_before``; keeps
+        ``error_message`` and ``result_data``; ``reset_retries`` sets ``retry_count`` to 0.
+        Any other status: ``InvalidTransition``. ``DuplicateJob`` if another job holds its
+        ``unique_key`` now."""
         ...
 
     def expire_overdue(self, now: datetime | None = None) -> list[RemoteJob]:

@@ -13,6 +13,7 @@ import hybridstore
 PUBLIC = {
     "BackendUnavailable",
     "CorruptJobFile",
+    "DuplicateJob",
     "HybridStoreError",
     "InvalidArgument",
     "InvalidJobId",
@@ -35,6 +36,8 @@ PUBLIC = {
     "StorageManager",
     "UnsupportedFileSystem",
     "VersionConflict",
+    "Worker",
+    "WorkerSummary",
     "__version__",
     "copy_jobs",
     "open_repository",

