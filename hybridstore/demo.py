@@ -9,7 +9,6 @@ leases expired and retried, every job ending in a terminal status.
 
 from __future__ import annotations
 
-import inspect
 import multiprocessing
 import random
 import time
@@ -127,9 +126,7 @@ def _worker(
             repo, convert, worker_id=name, content_types=CONTENT_TYPES, lease_seconds=lease_seconds
         )
         # Failed attempts retry at once here (the demo is about throughput, not back-off).
-        # FILE-STORE-PENDING (issue 12): only where fail() takes retry_in already.
-        if "retry_in" in inspect.signature(repo.fail).parameters:
-            worker.retry_in = 0
+        worker.retry_in = 0
         start.wait()
         in_worker = 0.0
         while True:
@@ -216,9 +213,6 @@ def run_demo(
         start.set()
         counts: list[dict[str, float]] = []
         while len(counts) < workers:
-            # FILE-STORE-PENDING (issue 12): claims take abandoned leases back by themselves
-            # on the other backends; drop this sweep once the file store's do too.
-            report.expired += len(repo.expire_overdue())
             if progress is not None:
                 progress(repo.count(status=terminal) - done_before, jobs)
             while not results.empty():

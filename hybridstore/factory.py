@@ -8,7 +8,7 @@ imports psycopg).
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from .config import check_data_dir, is_database_url, resolve_target
 
@@ -39,6 +39,4 @@ def open_repository(
     from .store import JobStore
 
     check_data_dir(resolved, create=create)
-    # FILE-STORE-PENDING (issue 12): JobStore lacks add_many, claim_many, requeue and the
-    # new keyword arguments until the lead wires the file-store side; drop this cast then.
-    return cast("JobRepository", JobStore(resolved, create=create))
+    return JobStore(resolved, create=create)

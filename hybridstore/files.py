@@ -135,14 +135,21 @@ def _parse_quickly(data: bytes, path: object, job_id: str) -> RemoteJob:
 
 
 def read_job_file(
-    path: str | Path, max_bytes: int, job_id: str, status: JobStatus, *, strict: bool = True
+    path: str | Path,
+    max_bytes: int,
+    job_id: str,
+    status: JobStatus,
+    *,
+    strict: bool = True,
+    moved_ok: bool = False,
 ) -> JobFile:
     """Read and strictly parse one job file.
 
     ``FileNotFoundError`` if it is not there. A symlink, a FIFO or anything but a regular
     file is ``CorruptJobFile``, never followed or waited on; so is a file larger than
     ``max_bytes``, one whose id is not ``job_id`` or whose status is not ``status`` (its
-    directory). ``strict=False`` parses faster but lets a duplicate key through.
+    directory), unless ``moved_ok``: then such a file (moved by hand) is returned as it is.
+    ``strict=False`` parses faster but lets a duplicate key through.
     """
     try:
         fd = os.open(path, _OPEN_READ)
@@ -172,7 +179,7 @@ def read_job_file(
         os.close(fd)
     data = b"".join(chunks)
     job = parse_job(data, path, job_id) if strict else _parse_quickly(data, path, job_id)
-    if job.status is not status:
+    if job.status is not status and not moved_ok:
         raise CorruptJobFile(path, f"status {job.status.value!r} does not match its directory")
     return JobFile(job, data, info.st_mtime_ns // 1000)
 

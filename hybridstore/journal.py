@@ -35,10 +35,11 @@ from pathlib import Path
 
 import structlog
 
-from .errors import CorruptJobFile, JobTooLarge, LockTimeout, StorageError
+from .errors import CorruptJobFile, DuplicateJob, JobTooLarge, LockTimeout, StorageError
 from .files import JobFile, Layout, read_job_file, remove_file, write_atomic
+from .lifecycle import holds_key, moved_into
 from .locks import StripeLocks
-from .model import JobStatus, RemoteJob, parse_status
+from .model import JobStatus, RemoteJob, parse_status, utcnow
 from .sidecar import Row, Sidecar, row_for
 
 __all__ = ["BUSY_RETRY_WAIT", "Journal", "clear_intent", "disown_intents"]
@@ -50,7 +51,7 @@ BUSY_RETRY_WAIT = 0.25
 # Writes that carry no new content from the caller: ``max_job_bytes`` limits what a caller
 # stores (add, save, import, a result, an error), not the bookkeeping of a job that another
 # process stored under a larger limit.
-_UNLIMITED = frozenset({"claim", "heartbeat", "expire", "cancel"})
+_UNLIMITED = frozenset({"claim", "heartbeat", "expire", "cancel", "move"})
 _STATUSES = {status.value: status for status in JobStatus}
 
 # The intents of this process's finished writes, per sidecar (shared by every store of the
@@ -90,6 +91,14 @@ def disown_intents(conn: sqlite3.Connection) -> tuple[set[str], dict[str, Row]]:
     kept = Sidecar.rows_of(conn, in_flight)
     conn.execute("UPDATE intents SET token = ''")
     return in_flight, kept
+
+
+def takes_key(current: RemoteJob | None, new: RemoteJob) -> bool:
+    """Whether writing ``new`` over ``current`` makes it hold a unique key it did not hold:
+    the write must then find no other active holder (``DuplicateJob``)."""
+    if not holds_key(new):
+        return False
+    return current is None or not holds_key(current) or current.unique_key != new.unique_key
 
 
 class Journal:
@@ -193,6 +202,26 @@ class Journal:
         with self.stripes.held(job_id, self.lock_timeout if timeout is None else timeout):
             yield
 
+    @contextmanager
+    def lock_all(self, job_ids: Iterable[str]) -> Iterator[None]:
+        """Hold the locks of every job in ``job_ids`` (a batch): each stripe once, in
+        ascending order, so that two batches never wait for each other in a circle."""
+        if self.stripes is None:
+            yield
+            return
+        by_stripe: dict[int, str] = {}
+        for job_id in job_ids:
+            by_stripe.setdefault(StripeLocks.stripe(job_id), job_id)
+        taken: list[str] = []
+        try:
+            for stripe in sorted(by_stripe):
+                self.stripes.acquire(by_stripe[stripe], self.lock_timeout)
+                taken.append(by_stripe[stripe])
+            yield
+        finally:
+            for job_id in reversed(taken):
+                self.stripes.unlock(job_id)
+
     def try_lock(self, job_id: str) -> bool:
         """Lock ``job_id`` if it is free, without waiting; release with ``_unlock``."""
         return True if self.stripes is None else self.stripes.try_acquire(job_id)
@@ -230,13 +259,16 @@ class Journal:
         if skipped:
             log.warning("skipped_busy_jobs", sweep=sweep, jobs=skipped[:20], count=len(skipped))
 
-    def read(self, job_id: str, status: JobStatus, *, strict: bool = True) -> JobFile:
+    def read(
+        self, job_id: str, status: JobStatus, *, strict: bool = True, moved_ok: bool = False
+    ) -> JobFile:
         return read_job_file(
             self.layout.job_file(status, job_id),
             self.read_limit,
             job_id,
             status,
             strict=strict,
+            moved_ok=moved_ok,
         )
 
     def load_locked(self, job_id: str) -> RemoteJob | None:
@@ -302,6 +334,11 @@ class Journal:
         old_status = current.status if current is not None else None
         token = secrets.token_hex(8)
         with self.transaction() as conn:
+            if new is not None and takes_key(current, new):
+                assert new.unique_key is not None
+                holder = Sidecar.key_holder(conn, new.unique_key, job_id)
+                if holder is not None:
+                    raise DuplicateJob(job_id, new.unique_key, holder)
             row = None if new is None else row_for(new, body, now_us())
             row_before = Sidecar.write_row(conn, job_id, row)
             _set_intent(conn, job_id, operation, token)
@@ -344,6 +381,59 @@ class Journal:
             self.repair_locked(job_id)
         return new
 
+    def commit_many(self, jobs: list[RemoteJob], operation: str) -> list[RemoteJob]:
+        """The write protocol for a batch of new jobs (the caller holds all their locks and
+        found none stored): every row and intent in one transaction, every unique key
+        checked in it against stored jobs and the batch (``DuplicateJob``: nothing
+        written), then the files. Should a file step fail, the jobs not written yet are
+        taken out of the index again and the error raised."""
+        bodies = []
+        for job in jobs:
+            job.check_storable()
+            body = job.to_json()
+            if len(body) > self.max_job_bytes:
+                raise JobTooLarge(job.id, len(body), self.max_job_bytes)
+            bodies.append(body)
+        tokens = [secrets.token_hex(8) for _ in jobs]
+        written_us = now_us()
+        with self.transaction() as conn:
+            keys: dict[str, str] = {}
+            for job in jobs:
+                if holds_key(job):
+                    assert job.unique_key is not None
+                    holder = keys.get(job.unique_key) or Sidecar.key_holder(
+                        conn, job.unique_key, job.id
+                    )
+                    if holder is not None:
+                        raise DuplicateJob(job.id, job.unique_key, holder)
+                    keys[job.unique_key] = job.id
+            Sidecar.put_rows(
+                conn,
+                [row_for(job, body, written_us) for job, body in zip(jobs, bodies, strict=True)],
+            )
+            for job, token in zip(jobs, tokens, strict=True):
+                _set_intent(conn, job.id, operation, token)
+            connection = self.sidecar.generation
+        done = 0
+        try:
+            for job, body in zip(jobs, bodies, strict=True):
+                write_atomic(
+                    self.layout.status_dir(job.status), f"{job.id}.json", body, durable=self.durable
+                )
+                done += 1
+        except StorageError:
+            for job, token in zip(jobs[done + 1 :], tokens[done + 1 :], strict=True):
+                self._restore_quietly(job.id, None, token)
+            raise
+        finally:
+            for job, token in zip(jobs[:done], tokens[:done], strict=True):
+                self._settle(job.id, token)
+        if self.sidecar.replaced() or self.sidecar.generation != connection:
+            self._on_replaced()
+            for job in jobs:
+                self.repair_locked(job.id)
+        return jobs
+
     def _restore_quietly(self, job_id: str, row: Row | None, token: str) -> None:
         # If that fails too, the intent stays: the next touch of the job re-derives its row.
         with (
@@ -380,7 +470,7 @@ class Journal:
         for status in self.layout.locate(job_id):
             path = self.layout.job_path(status, job_id)
             try:
-                copies.append((self.read(job_id, status), path))
+                copies.append((self.read(job_id, status, moved_ok=True), path))
             except FileNotFoundError:
                 continue
             except CorruptJobFile as exc:
@@ -408,7 +498,7 @@ class Journal:
         for temp in self.layout.temp_files(job_id):
             temp.unlink(missing_ok=True)
             actions.append(f"removed temp file {temp}")
-        winner = copies.pop()[0] if copies else None
+        winner, winner_path = copies.pop() if copies else (None, None)
         for older, path in copies:
             reason = f"older copy (version {older.job.version}) of a job found in two directories"
             quarantined.append(self.layout.quarantine_file(path, reason))
@@ -420,6 +510,12 @@ class Journal:
                 Sidecar.put_rows(conn, [row_for(winner.job, winner.data, winner.mtime_us)])
             clear_intent(conn, job_id)
         actions.append(f"reindexed {job_id}" if winner else f"dropped row of {job_id}")
+        if winner is not None and winner_path is not None:
+            moved_to = JobStatus(winner_path.parent.name)
+            if winner.job.status is not moved_to:
+                # Moved by hand into another status directory: taken as that move.
+                self.store_next(winner.job, moved_into(winner.job, moved_to, utcnow()), "move")
+                actions.append(f"took {job_id} as moved by hand into {moved_to.value}")
         return actions, quarantined
 
     def recover_intents(self) -> int:

@@ -334,3 +334,23 @@ def release(job: RemoteJob, worker_id: str, attempt: int | None, now: datetime) 
     del now
     check_lease(job, worker_id, attempt, "give back")
     return job.model_copy(update={**_BACK_TO_PENDING, "not_before": None})
+
+
+def moved_into(job: RemoteJob, status: JobStatus, now: datetime) -> RemoteJob:
+    """The job whose file someone moved by hand into ``status``'s directory, taken as moved
+    there (data directory only; RELIABILITY.md lists what each move means):
+
+    * into ``pending/``: requeued, ready at once (lease, progress, ``completed_at`` and
+      ``not_before`` cleared; retries and history kept);
+    * into ``cancelled/``: cancelled now (``completed_at`` set, as by ``cancel``);
+    * into any other terminal status: that status (``completed_at`` set if it was not);
+    * into ``processing/``: processing with no holder and a lease that has already ended,
+      so the next claim takes it back like an abandoned one.
+    """
+    if status is JobStatus.PENDING:
+        return job.model_copy(update={**_BACK_TO_PENDING, "completed_at": None, "not_before": None})
+    if status is JobStatus.PROCESSING:
+        return job.model_copy(
+            update={"status": status, "worker_id": None, "started_at": now, "timeout_at": now}
+        )
+    return job.model_copy(update={"status": status, "completed_at": job.completed_at or now})

@@ -41,6 +41,7 @@ DRIFT_KINDS = (
     "unreadable",  # a job file that cannot be parsed as a valid job
     "intent",  # a write that did not finish (its process died)
     "temp",  # a temp file too old to belong to a write in flight
+    "moved",  # a job file moved by hand into another status directory, not yet taken in
 )
 
 

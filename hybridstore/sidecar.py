@@ -108,6 +108,9 @@ class Row:
     version: int
     size: int
     body: bytes
+    priority: int = 0
+    not_before_us: int | None = None
+    unique_key: str | None = None
 
 
 def row_for(job: RemoteJob, body: bytes, written_us: int) -> Row:
@@ -124,6 +127,9 @@ def row_for(job: RemoteJob, body: bytes, written_us: int) -> Row:
         version=job.version,
         size=len(body),
         body=body,
+        priority=job.priority,
+        not_before_us=to_us(job.not_before) if job.not_before else None,
+        unique_key=job.unique_key,
     )
 
 
@@ -135,6 +141,9 @@ _CHANGEABLE = (
     "ingestion_task_id",
     "created_us",
     "timeout_us",
+    "priority",
+    "not_before_us",
+    "unique_key",
 )
 
 
@@ -149,13 +158,16 @@ def row_matches(row: Row, job: RemoteJob, body: bytes) -> bool:
 # that keeps job_counts (unless recursive_triggers is on), an update fires its trigger.
 _UPSERT = (
     "INSERT INTO jobs (id, status, content_type, worker_id, ingestion_task_id,"
-    " created_us, timeout_us, finished_us, version, size, body)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " created_us, timeout_us, finished_us, version, size, body,"
+    " priority, not_before_us, unique_key)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
     " content_type = excluded.content_type, worker_id = excluded.worker_id,"
     " ingestion_task_id = excluded.ingestion_task_id, created_us = excluded.created_us,"
     " timeout_us = excluded.timeout_us, finished_us = excluded.finished_us,"
-    " version = excluded.version, size = excluded.size, body = excluded.body"
+    " version = excluded.version, size = excluded.size, body = excluded.body,"
+    " priority = excluded.priority, not_before_us = excluded.not_before_us,"
+    " unique_key = excluded.unique_key"
 )
 # job_counts from scratch, after a bulk load (the triggers are off during it).
 _RECOUNT = (
@@ -536,6 +548,9 @@ class Sidecar:
                     r.version,
                     r.size,
                     r.body,
+                    r.priority,
+                    r.not_before_us,
+                    r.unique_key,
                 )
                 for r in rows
             ),
@@ -683,22 +698,62 @@ class Sidecar:
             )
         ]
 
-    def claim_candidates(self, content_types: Sequence[str] | None, limit: int) -> list[str]:
-        """The oldest pending jobs (of those content types)."""
-        base = (
-            "SELECT id, created_us FROM jobs WHERE status = 'pending'{ct}"
-            " ORDER BY created_us, id LIMIT ?"
+    def claim_candidates(
+        self, content_types: Sequence[str] | None, limit: int, now_us: int
+    ) -> list[str]:
+        """The first ready jobs in claim order (highest priority, oldest, id) of those
+        content types: pending with no ``not_before``, read from the head of an index, and
+        delayed jobs whose ``not_before`` has passed, read from the index of that instant.
+        Delayed jobs still waiting are never read."""
+        ready = (
+            "SELECT id, priority, created_us FROM jobs"
+            " WHERE status = 'pending' AND not_before_us IS NULL{ct}"
+            " ORDER BY priority DESC, created_us, id LIMIT ?"
         )
-        if content_types is None:
-            return [r[0] for r in self._all(base.format(ct=""), (limit,))]
+        due = (
+            "SELECT id, priority, created_us FROM jobs"
+            " WHERE status = 'pending' AND not_before_us IS NOT NULL AND not_before_us <= ?{ct}"
+            " ORDER BY not_before_us LIMIT ?"
+        )
+        rows: list[Any] = []
         # One ordered index range per content type, merged here: a single IN (...) query
         # would sort every pending job of those types on each claim.
-        merged: list[tuple[int, str]] = []
-        for content_type in dict.fromkeys(content_types):
-            rows = self._all(base.format(ct=" AND content_type = ?"), (content_type, limit))
-            merged.extend((created, job_id) for job_id, created in rows)
-        merged.sort()
-        return [job_id for _, job_id in merged[:limit]]
+        for content_type in [None] if content_types is None else dict.fromkeys(content_types):
+            ct, params = (
+                ("", []) if content_type is None else (" AND content_type = ?", [content_type])
+            )
+            rows += self._all(ready.format(ct=ct), [*params, limit])
+            rows += self._all(due.format(ct=ct), [now_us, *params, limit])
+        rows.sort(key=lambda r: (-r[1], r[2], r[0].encode()))
+        return [r[0] for r in rows[:limit]]
+
+    def abandoned(self, content_types: Sequence[str] | None, now_us: int, limit: int) -> list[str]:
+        """Processing jobs (of those content types) whose lease ended before ``now_us``,
+        by lease end: what a claim takes back before it looks for ready jobs."""
+        if content_types is None:
+            sql = (
+                "SELECT id FROM jobs WHERE status = 'processing' AND timeout_us < ?"
+                " ORDER BY timeout_us, id LIMIT ?"
+            )
+            return [r[0] for r in self._all(sql, (now_us, limit))]
+        marks = ", ".join("?" * len(content_types))
+        sql = (
+            "SELECT id FROM jobs WHERE status = 'processing' AND timeout_us < ?"
+            f" AND content_type IN ({marks}) ORDER BY timeout_us, id LIMIT ?"
+        )
+        return [r[0] for r in self._all(sql, (now_us, *content_types, limit))]
+
+    @staticmethod
+    def key_holder(conn: sqlite3.Connection, unique_key: str, job_id: str) -> str | None:
+        """The pending or processing job other than ``job_id`` that holds ``unique_key``,
+        inside the caller's write transaction (writers are serialised, so the answer holds
+        until it commits)."""
+        row = conn.execute(
+            "SELECT id FROM jobs WHERE unique_key = ? AND id != ?"
+            " AND status IN ('pending', 'processing') LIMIT 1",
+            (unique_key, job_id),
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     def grouped_counts(self, column: str) -> dict[str, int]:
         """Jobs per status, content type or worker (jobs without a worker left out)."""

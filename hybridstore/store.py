@@ -24,6 +24,7 @@ so they may show a write a few milliseconds before its file lands; point reads r
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import os
@@ -41,6 +42,7 @@ from . import lifecycle
 from .config import check_data_dir, default_data_dir
 from .errors import (
     CorruptJobFile,
+    DuplicateJob,
     InvalidArgument,
     JobAlreadyExists,
     JobNotFound,
@@ -71,6 +73,7 @@ from .model import (
 from .reports import Problem, ReindexReport, RepairReport, VerifyReport
 from .repository import (
     Filter,
+    IfDuplicate,
     ImportResult,
     check_page,
     claim_arguments,
@@ -88,6 +91,8 @@ DEFAULT_MAX_JOB_BYTES = 8 * 1024 * 1024
 TEMP_SWEEP_EVERY = 60
 # A temp file older than this cannot belong to a write still in flight.
 TEMP_MAX_AGE = 15 * 60
+# How many abandoned leases one claim takes back at most.
+TAKE_BACK_BATCH = 32
 # How many claim candidates one sidecar query fetches.
 CLAIM_BATCH = 16
 
@@ -175,7 +180,7 @@ class JobStore:
             if not self.read_only:
                 self.journal.recover_intents()
                 if first:
-                    self._collect_dead_temps()
+                    self._sweep_directories()
         except BaseException:
             self.close()
             raise
@@ -241,7 +246,10 @@ class JobStore:
             rebooted = boot is not None and sidecar.get_meta("boot_id") != boot
             # A new sidecar has no rows; one of an older schema may lack rows or columns
             # its writers did not maintain: both are rebuilt from the files too.
-            if old_version == 0 or self.migrations_applied or rebooted:
+            # A migration whose file starts "-- keeps rows" only adds what older rows
+            # already mean; any other leaves rows its writers did not maintain.
+            reshaped = any(not m.sql.startswith("-- keeps rows") for m in self.migrations_applied)
+            if old_version == 0 or reshaped or rebooted:
                 report = self._rebuild(None)
                 if report.indexed or report.skipped or problem not in (None, "missing"):
                     reason = problem or (
@@ -327,20 +335,30 @@ class JobStore:
                 raise JobNotFound(job_id)
             return self.journal.store_next(current, change(current), operation)
 
-    def _collect_dead_temps(self) -> None:
-        """Remove the temp files no write owns any more, at most once a ``TEMP_SWEEP_EVERY``
-        per directory (it lists every status directory).
+    def _sweep_directories(self) -> None:
+        """At most once a ``TEMP_SWEEP_EVERY`` per directory (it lists every status
+        directory): remove the temp files no write owns any more, and take in the job files
+        moved by hand between status directories.
 
         A write holds its job's lock from before it creates its temp file until after it
         renames it, so a temp file that still exists once we hold that lock is dead (its
-        writer was killed): no need to wait ``TEMP_MAX_AGE`` for ``repair``."""
+        writer was killed): no need to wait ``TEMP_MAX_AGE`` for ``repair``. A job file in
+        a directory its row does not name is re-derived under its lock: a write in flight
+        has finished by then, and a file moved by hand is taken as moved."""
         last = self._sidecar.get_meta("temps_swept_us")
         if last is not None and now_us() - int(last) < TEMP_SWEEP_EVERY * 1_000_000:
             return
         with self.journal.transaction() as conn:
             Sidecar.set_meta(conn, "temps_swept_us", str(now_us()))
-        temps = [e.path for e in self.layout.scan() if e.kind == "temp"]
-        owners = {path: self.layout.temp_owner(path) for path in temps}
+        entries = list(self.layout.scan())
+        statuses = dict(self._sidecar.query("SELECT id, status FROM jobs"))
+        elsewhere = {
+            e.job_id
+            for e in entries
+            if e.kind == "job" and e.job_id and statuses.get(e.job_id) != e.status.value
+        }
+        self._take_in_moved(sorted(elsewhere))
+        owners = {e.path: self.layout.temp_owner(e.path) for e in entries if e.kind == "temp"}
         removed = []
         for job_id in self.journal.each_locked({o for o in owners.values() if o}, "temps"):
             for path, owner in owners.items():
@@ -352,18 +370,51 @@ class JobStore:
 
     # -- repository: writes ---------------------------------------------------------------
 
-    def add(self, job: RemoteJob) -> RemoteJob:
-        """Store a new job as version 1; ``JobAlreadyExists`` if its id is taken."""
+    def add(self, job: RemoteJob, *, if_duplicate: IfDuplicate = "raise") -> RemoteJob:
+        """Store a new job as version 1; ``JobAlreadyExists`` if its id is taken,
+        ``DuplicateJob`` if a pending or processing job holds its ``unique_key`` (or that
+        job, with ``if_duplicate="return"``)."""
         validate_job_id(job.id)
+        lifecycle.check_if_duplicate(if_duplicate)
         self._ready()
-        with self.journal.lock(job.id):
-            if self.journal.load_locked(job.id) is not None:
-                raise JobAlreadyExists(job.id)
-            stored = self.journal.commit(
-                job.id, None, job.model_copy(update={"version": 1}), "add"
-            )
+        try:
+            with self.journal.lock(job.id):
+                if self.journal.load_locked(job.id) is not None:
+                    raise JobAlreadyExists(job.id)
+                stored = self.journal.commit(
+                    job.id, None, job.model_copy(update={"version": 1}), "add"
+                )
+        except DuplicateJob as exc:
+            if if_duplicate != "return":
+                raise
+            # Under its lock: the holder's own add may still be writing its file.
+            with self.journal.lock(exc.existing_id):
+                holder = self.journal.load_locked(exc.existing_id)
+            if holder is None:
+                raise
+            return holder
         assert stored is not None
         return stored
+
+    def add_many(self, jobs: Iterable[RemoteJob]) -> list[RemoteJob]:
+        """Store new jobs as ``add`` would, all or none: ``JobAlreadyExists`` or
+        ``DuplicateJob`` for a clash (with a stored job or within the batch) stores none.
+        One sidecar transaction for the batch, then the files."""
+        batch = [job.model_copy(update={"version": 1}) for job in jobs]
+        ids: set[str] = set()
+        for job in batch:
+            validate_job_id(job.id)
+            if job.id in ids:
+                raise JobAlreadyExists(job.id)
+            ids.add(job.id)
+        if not batch:
+            return []
+        self._ready()
+        with self.journal.lock_all(ids):
+            for job in batch:
+                if self.journal.load_locked(job.id) is not None:
+                    raise JobAlreadyExists(job.id)
+            return self.journal.commit_many(batch, "add")
 
     def save(self, job: RemoteJob, *, expected_version: int | None = None) -> RemoteJob:
         """Insert or replace ``job``; the stored copy gets the stored version + 1."""
@@ -431,7 +482,11 @@ class JobStore:
             if invalid:
                 raise CorruptJobFile(*invalid[0])
             if copies:
-                return copies[-1][0].job
+                found, path = copies[-1]
+                moved_to = JobStatus(path.parent.name)
+                if found.job.status is moved_to:
+                    return found.job
+                return lifecycle.moved_into(found.job, moved_to, utcnow())  # by hand
             if status is None:
                 return None
         return None
@@ -540,46 +595,91 @@ class JobStore:
         content_types: Sequence[str] | None = None,
         lease_seconds: float = 300,
     ) -> RemoteJob | None:
-        """Atomically move the oldest pending job (of ``content_types``) to processing for
-        ``worker_id``; None when no job is waiting."""
+        """Atomically move the next ready job (of ``content_types``) to processing for
+        ``worker_id``; None when no job is ready. Abandoned leases come back first."""
+        claimed = self.claim_many(
+            worker_id, 1, content_types=content_types, lease_seconds=lease_seconds
+        )
+        return claimed[0] if claimed else None
+
+    def claim_many(
+        self,
+        worker_id: str,
+        n: int,
+        *,
+        content_types: Sequence[str] | None = None,
+        lease_seconds: float = 300,
+    ) -> list[RemoteJob]:
+        """Up to ``n`` jobs, each as ``claim_next`` would give it, in claim order."""
+        n = lifecycle.check_claim_count(n)
         wanted = claim_arguments(worker_id, content_types, lease_seconds)
         self._ready()
+        if n == 0:
+            return []
+        now = utcnow()
+        self._take_back_abandoned(wanted, now)
+        claimed: list[RemoteJob] = []
         # Jobs that cannot be claimed at all (a counter at its limit): passed over.
         unclaimable: set[str] = set()
         deadline = time.monotonic() + self.lock_timeout
-        while True:
-            found = self._sidecar.claim_candidates(wanted, CLAIM_BATCH + len(unclaimable))
+        while len(claimed) < n:
+            found = self._sidecar.claim_candidates(
+                wanted, CLAIM_BATCH + len(unclaimable) + n, to_us(now)
+            )
             candidates = [job_id for job_id in found if job_id not in unclaimable]
             if not candidates:
                 # A job whose claim was interrupted looks processing until it is repaired.
                 if self.journal.unsettled_intents() and self.journal.recover_intents():
                     continue
-                return None
+                break
             busy = 0
-            while candidates:
+            while candidates and len(claimed) < n:
                 job_id = candidates.pop(0)
                 try:
-                    locked, claimed = self._try_claim(job_id, worker_id, wanted, lease_seconds)
+                    locked, job = self._try_claim(job_id, worker_id, wanted, lease_seconds, now)
                 except InvalidArgument as exc:
                     log.warning("unclaimable_job", job_id=job_id, reason=str(exc))
                     unclaimable.add(job_id)
                     continue
-                if claimed is not None:
-                    return claimed
-                if locked:
+                if job is not None:
+                    claimed.append(job)
+                elif locked:
                     break  # taken since the query: the list is stale, ask again
-                busy += 1
-                # Other claimers walk the same list: go on from a random point rather than
-                # colliding with them again on every next candidate.
-                random.shuffle(candidates)
+                else:
+                    busy += 1
+                    # Other claimers walk the same list: go on from a random point rather
+                    # than colliding with them again on every next candidate.
+                    random.shuffle(candidates)
             if busy and not candidates:
+                if claimed:
+                    break  # the rest are mid-claim elsewhere: what we have will do
                 if time.monotonic() > deadline:
                     # Every candidate stayed locked for the whole wait.
                     raise LockTimeout(None, self.lock_timeout, self.layout.locks)
                 time.sleep(0.0005)  # every candidate is mid-claim elsewhere
+        return claimed
+
+    def _take_back_abandoned(self, wanted: list[str] | None, now: datetime) -> None:
+        """Abandoned leases (of the asked content types) become pending again, or timeout,
+        before a claim looks for ready jobs: no cron needed. A busy one is left for the
+        next claim."""
+        for job_id in self._sidecar.abandoned(wanted, to_us(now), TAKE_BACK_BATCH):
+            if not self.journal.try_lock(job_id):
+                continue
+            try:
+                current = self.journal.load_for_batch(job_id)
+                if current is not None and lifecycle.is_overdue(current, now):
+                    self.journal.store_next(current, lifecycle.take_back(current, now), "expire")
+            finally:
+                self.journal.unlock(job_id)
 
     def _try_claim(
-        self, job_id: str, worker_id: str, wanted: list[str] | None, lease_seconds: float
+        self,
+        job_id: str,
+        worker_id: str,
+        wanted: list[str] | None,
+        lease_seconds: float,
+        now: datetime,
     ) -> tuple[bool, RemoteJob | None]:
         """Try one candidate: (whether its lock was free, the claimed job or None)."""
         if not self.journal.try_lock(job_id):
@@ -588,7 +688,7 @@ class JobStore:
             current = self.journal.load_for_batch(job_id)
             if (
                 current is None
-                or current.status is not JobStatus.PENDING
+                or not lifecycle.is_ready(current, now)
                 or (wanted is not None and current.content_type not in wanted)
             ):
                 # Taken or changed since the candidate query. If the index still offers it,
@@ -598,6 +698,7 @@ class JobStore:
                 if (
                     row is not None
                     and row.status == JobStatus.PENDING.value
+                    and (row.not_before_us is None or row.not_before_us <= to_us(now))
                     and (wanted is None or row.content_type in wanted)
                 ):
                     self.journal.repair_locked(job_id)
@@ -614,11 +715,16 @@ class JobStore:
         *,
         lease_seconds: float = 300,
         attempt: int | None = None,
+        progress: float | None = None,
+        message: str | None = None,
     ) -> RemoteJob:
-        """Extend the lease of a job ``worker_id`` holds to now + ``lease_seconds``."""
+        """Extend the lease of a job ``worker_id`` holds to now + ``lease_seconds``, and
+        record its progress (a number in [0, 1]) and message when given."""
         return self._update(
             job_id,
-            lambda job: lifecycle.heartbeat(job, worker_id, lease_seconds, attempt, utcnow()),
+            lambda job: lifecycle.heartbeat(
+                job, worker_id, lease_seconds, attempt, utcnow(), progress, message
+            ),
             "heartbeat",
         )
 
@@ -638,13 +744,26 @@ class JobStore:
         )
 
     def fail(
-        self, job_id: str, worker_id: str, error_message: str, *, attempt: int | None = None
+        self,
+        job_id: str,
+        worker_id: str,
+        error_message: str,
+        *,
+        attempt: int | None = None,
+        retry_in: float | None = None,
     ) -> RemoteJob:
-        """processing → pending while retries remain (retry_count + 1), else failed."""
+        """processing → pending while retries remain (retry_count + 1, not ready before
+        ``retry_in`` seconds, else the default back-off), else failed."""
         return self._update(
             job_id,
-            lambda job: lifecycle.fail(job, worker_id, error_message, attempt, utcnow()),
+            lambda job: lifecycle.fail(job, worker_id, error_message, attempt, utcnow(), retry_in),
             "fail",
+        )
+
+    def requeue(self, job_id: str, *, reset_retries: bool = False) -> RemoteJob:
+        """failed, timeout or cancelled → pending, ready at once."""
+        return self._update(
+            job_id, lambda job: lifecycle.requeue(job, reset_retries, utcnow()), "requeue"
         )
 
     def cancel(self, job_id: str) -> RemoteJob:
@@ -708,6 +827,7 @@ class JobStore:
             entries = list(self.layout.scan())
             total = sum(1 for e in entries if e.kind == "job")
             best: dict[str, Row] = {}
+            moved: list[str] = []
             done = 0
             for entry in entries:
                 if entry.kind != "job":
@@ -718,7 +838,9 @@ class JobStore:
                     continue
                 assert entry.job_id is not None
                 try:
-                    found = read_job_file(entry.path, self._read_limit, entry.job_id, entry.status)
+                    found = read_job_file(
+                        entry.path, self._read_limit, entry.job_id, entry.status, moved_ok=True
+                    )
                 except FileNotFoundError:
                     continue
                 except CorruptJobFile as exc:
@@ -727,6 +849,8 @@ class JobStore:
                     )
                 else:
                     job = found.job
+                    if job.status is not entry.status:
+                        moved.append(job.id)  # by hand: taken in once the index is built
                     row = row_for(job, found.data, found.mtime_us)
                     other = best.get(job.id)
                     if other is not None:
@@ -754,8 +878,16 @@ class JobStore:
                     best.pop(job_id, None)  # a delete in flight, or never indexed
             Sidecar.replace_all_rows(conn, best.values())
             report.indexed = len(best)
+        self._take_in_moved(moved)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _take_in_moved(self, job_ids: Iterable[str]) -> None:
+        """Rewrite jobs whose files were moved by hand between status directories as that
+        move (``lifecycle.moved_into``): never quarantined, never dropped."""
+        for job_id in self.journal.each_locked(job_ids, "moved"):
+            with contextlib.suppress(CorruptJobFile):
+                self.journal.repair_locked(job_id)
 
     def verify(self) -> VerifyReport:
         """Compare the files with the sidecar; changes nothing.
@@ -820,7 +952,13 @@ class JobStore:
         row = self._sidecar.row(job_id)
         if copies:
             newest, path = copies[-1]
-            if row is None:
+            if newest.job.status.value != path.parent.name:
+                reason = (
+                    f"moved by hand from {newest.job.status.value} into {path.parent.name}:"
+                    " taken in by repair or the job's next write"
+                )
+                problems.append(Problem("moved", str(path), reason, job_id))
+            elif row is None:
                 problems.append(Problem("missing", str(path), "file has no index row", job_id))
             elif not row_matches(row, newest.job, newest.data):
                 problems.append(

@@ -97,6 +97,29 @@ def test_a_sidecar_of_an_older_schema_is_migrated(data_dir: Path) -> None:
         assert store.claim_next("w") is not None
 
 
+def test_a_migration_that_keeps_rows_migrates_in_place_without_a_rebuild(
+    data_dir: Path,
+) -> None:
+    """0006 only adds columns whose defaults are what older bodies mean: the rows stay as
+    they are (a rebuild would cost a scan of every file). A row made stale on purpose
+    before the upgrade proves no rebuild ran; ``verify`` still reports it."""
+    import sqlite3
+
+    with JobStore(data_dir) as store:
+        first = store.add(new_job())
+        store.add(new_job())
+    downgrade_sidecar(data_dir / SIDECAR_NAME, 5)
+    conn = sqlite3.connect(data_dir / SIDECAR_NAME)
+    conn.execute("UPDATE jobs SET content_type = 'stale' WHERE id = ?", (first.id,))
+    conn.commit()
+    conn.close()
+    with JobStore(data_dir) as store:
+        assert [m.version for m in store.migrations_applied] == [6]
+        assert store.count(content_type="stale") == 1  # not rebuilt
+        assert [p.kind for p in store.verify().drift] == ["stale"]
+        assert store.claim_next("w") is not None  # the new claim indexes work
+
+
 def test_the_first_open_after_a_reboot_rebuilds_the_sidecar(data_dir: Path) -> None:
     """The sidecar is not fsynced: a machine crash may lose its last commits, intents
     included. A new boot id makes the next open rebuild it from the (fsynced) files."""

@@ -14,12 +14,6 @@ import pytest
 from hybridstore import JobRepository, JobStore
 from hybridstore.memory import MemoryJobRepository
 
-#: Issue 12 (workers that need nothing else): the file store's side is being implemented by
-#: the lead. Contract test modules named here skip on the file store ("file store: being
-#: implemented by the lead"); every other backend runs them. Delete this set, and its one
-#: use in ``repo_factory``, when ``JobStore`` passes them.
-FILE_STORE_PENDING = {"test_workers.py", "test_workers_concurrency.py"}
-
 BACKENDS = [
     pytest.param("file", id="file"),
     pytest.param("memory", id="memory"),
@@ -39,8 +33,6 @@ def repo_factory(
     """Opens another handle on the same repository (for multi-process tests: a target
     string that ``hybridstore.open_repository`` understands is ``repo_target``)."""
     opened: list[JobRepository] = []
-    if backend == "file" and Path(str(request.node.path)).name in FILE_STORE_PENDING:
-        pytest.skip("file store: being implemented by the lead")
     if backend == "file":
         target = str(tmp_path / "data")
 

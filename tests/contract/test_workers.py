@@ -1,6 +1,5 @@
 """Workers that need nothing else: ready and order, abandoned leases, back-off, delayed and
-unique jobs, progress, requeue, batches. Every backend (the file store: see
-``FILE_STORE_PENDING`` in conftest)."""
+unique jobs, progress, requeue, batches. Every backend."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Odd files dropped into the status directories never crash the store or leak out.
 
 Job files that are empty, truncated, not an object, of another id, with duplicate keys,
-NaN, 100,000-deep nesting, invalid UTF-8, the wrong status, values out of range, over the
+NaN, 100,000-deep nesting, invalid UTF-8, values out of range, over the
 size any read accepts; a symlink
 pointing outside the data directory; a FIFO; a directory named like a job; foreign files
 and sub-directories; temp files young and old. Queries, claims and reindex keep working for
@@ -65,7 +65,6 @@ def _hostile_job_files(outside_target: Path) -> dict[str, bytes | str]:
         "bad-utf8": _dump(_body("bad-utf8", source_file_path="X")).replace(
             b'"X"', b'"\xff\xfe\xc0"'
         ),
-        "wrong-status": _dump(_body("wrong-status", status="completed")),
         "bad-field": _dump(_body("bad-field", retry_count=-5)),
         # Values that overflow on the way to UTC, a 64-bit column or a 32-bit one.
         **{name: _dump(_body(name, **fields)) for name, fields in OUT_OF_RANGE.items()},

@@ -93,7 +93,7 @@ def _fail_when_told(
 
     store_module.write_atomic = paused  # type: ignore[assignment]
     with JobStore(data_dir) as store:
-        store.fail(job_id, "w", "again", attempt=attempt)
+        store.fail(job_id, "w", "again", attempt=attempt, retry_in=0)
         moved.set()
 
 
@@ -155,7 +155,7 @@ def _mover(data_dir: str, name: str, seconds: float, queue: Any) -> None:
             job = store.claim_next(name)
             if job is None:
                 continue
-            job = store.fail(job.id, name, "again", attempt=job.attempt)
+            job = store.fail(job.id, name, "again", attempt=job.attempt, retry_in=0)
             job = store.claim_next(name) or job
             if job.status is JobStatus.PROCESSING and job.worker_id == name:
                 store.complete(job.id, name, {"n": n}, attempt=job.attempt)

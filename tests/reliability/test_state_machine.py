@@ -150,11 +150,8 @@ class StoreVersusModel(RuleBasedStateMachine):
     @rule(job_id=IDS, worker=WORKERS)
     def fail(self, job_id: str, worker: str) -> None:
         if job_id not in self.corrupt:
-            # FILE-STORE-PENDING (issue 12): the model backs a retry off (not_before), which
-            # the file store's claims do not honour yet; retry_in=0 keeps both "ready at
-            # once". Call both with the default once JobStore backs off too.
             ours = _outcome(lambda: self.store.fail(job_id, worker, "boom"))
-            model = _outcome(lambda: self.model.fail(job_id, worker, "boom", retry_in=0))
+            model = _outcome(lambda: self.model.fail(job_id, worker, "boom"))
             assert ours == model, ("fail", job_id, worker, ours, model)
 
     @rule(job_id=IDS)

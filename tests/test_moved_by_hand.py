@@ -1,0 +1,76 @@
+"""A job file moved by hand between status directories is taken as moved, never
+quarantined or dropped: into ``pending/`` a requeue, into ``cancelled/`` a cancel."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import hybridstore.store
+from hybridstore import JobStatus, JobStore
+from hybridstore.cli import cli
+from tests.conftest import new_job
+
+
+def _failed_job(store: JobStore, job_id: str) -> None:
+    store.add(new_job(id=job_id, max_retries=0))
+    claimed = store.claim_next("w")
+    assert claimed is not None and claimed.id == job_id
+    store.fail(job_id, "w", "ValueError: boom", attempt=claimed.attempt)
+
+
+def _move(data_dir: Path, job_id: str, src: str, dst: str) -> None:
+    os.rename(data_dir / src / f"{job_id}.json", data_dir / dst / f"{job_id}.json")
+
+
+def test_moved_into_pending_is_a_requeue_taken_in_by_the_next_open(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with JobStore(data_dir) as store:
+        _failed_job(store, "again")
+    _move(data_dir, "again", "failed", "pending")
+    monkeypatch.setattr(hybridstore.store, "TEMP_SWEEP_EVERY", 0)
+    with JobStore(data_dir) as store:
+        job = store.get("again")
+        assert job is not None and job.status is JobStatus.PENDING
+        assert job.completed_at is None and job.worker_id is None
+        assert job.error_message == "ValueError: boom"  # kept as history
+        claimed = store.claim_next("w2")
+        assert claimed is not None and claimed.id == "again"
+        assert store.verify().ok
+    assert not (data_dir / ".quarantine").exists()
+
+
+def test_moved_into_cancelled_is_a_cancel_taken_in_by_reindex(data_dir: Path) -> None:
+    with JobStore(data_dir) as store:
+        store.add(new_job(id="stop-it"))
+    _move(data_dir, "stop-it", "pending", "cancelled")
+    with JobStore(data_dir) as store:
+        report = store.verify()
+        assert [(p.kind, p.job_id) for p in report.drift] == [("moved", "stop-it")]
+        store.reindex()
+        job = store.get("stop-it")
+        assert job is not None and job.status is JobStatus.CANCELLED
+        assert job.completed_at is not None and job.version == 2
+        assert store.count(status="cancelled") == 1 and store.claim_next("w") is None
+        assert store.verify().ok
+    assert not (data_dir / ".quarantine").exists()
+
+
+def test_verify_repair_takes_a_moved_job_in(data_dir: Path) -> None:
+    with JobStore(data_dir) as store:
+        _failed_job(store, "by-cli")
+    _move(data_dir, "by-cli", "failed", "pending")
+    runner = CliRunner()
+    verified = runner.invoke(cli, ["--data-dir", str(data_dir), "verify"])
+    assert verified.exit_code == 1 and "moved" in verified.output
+    repaired = runner.invoke(cli, ["--data-dir", str(data_dir), "verify", "--repair"])
+    assert repaired.exit_code == 0, repaired.output
+    with JobStore(data_dir) as store:
+        job = store.get("by-cli")
+        assert job is not None and job.status is JobStatus.PENDING
+        assert store.verify().ok and store.claim_next("w") is not None
+    assert not (data_dir / ".quarantine").exists()
