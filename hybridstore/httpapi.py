@@ -219,7 +219,7 @@ class _Body(BaseModel):
 class ClaimBody(_Body):
     worker_id: Any
     content_types: list[Any] | None = None
-    lease_seconds: Any = 300
+    lease_seconds: float = 300
     #: None: claim_next (a list of at most one job); a number: claim_many(n).
     n: int | None = None
     #: Seconds to wait for a job when none is ready (cut to CLAIM_WAIT_MAX).
@@ -228,23 +228,23 @@ class ClaimBody(_Body):
 
 class HeartbeatBody(_Body):
     worker_id: Any
-    lease_seconds: Any = 300
-    attempt: Any = None
-    progress: Any = None
-    message: Any = None
+    lease_seconds: float = 300
+    attempt: int | None = None
+    progress: float | None = None
+    message: str | None = None
 
 
 class CompleteBody(_Body):
     worker_id: Any
     result_data: Any = None
-    attempt: Any = None
+    attempt: int | None = None
 
 
 class FailBody(_Body):
     worker_id: Any
     error_message: Any
-    attempt: Any = None
-    retry_in: Any = None
+    attempt: int | None = None
+    retry_in: float | None = None
 
 
 class RequeueBody(_Body):
@@ -407,6 +407,9 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> Response:
+        if isinstance(exc, (TypeError, ValueError)):
+            # A value of the wrong kind that got past the checks: the caller's, not ours.
+            return _json_error(400, "invalid_argument", f"invalid argument ({type(exc).__name__})")
         log.error("unexpected_error", error=type(exc).__name__)
         return _json_error(500, "internal_error", "internal server error")
 

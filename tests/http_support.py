@@ -85,7 +85,8 @@ class ServerProcess:
         raise RuntimeError(f"the server did not answer within {timeout} s: {self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
