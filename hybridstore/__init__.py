@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .compat import RemoteJobsStorage, StorageManager
 from .errors import (
+    AccessDenied,
     BackendUnavailable,
     CorruptJobFile,
     DuplicateJob,
@@ -40,14 +41,17 @@ from .transfer import copy_jobs
 from .worker import Worker, WorkerSummary
 
 if TYPE_CHECKING:
+    from .httpclient import HttpJobRepository
     from .postgres import PostgresJobRepository
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDenied",
     "BackendUnavailable",
     "CorruptJobFile",
     "DuplicateJob",
+    "HttpJobRepository",
     "HybridStoreError",
     "InvalidArgument",
     "InvalidJobId",
@@ -83,7 +87,7 @@ _storage_manager: StorageManager | None = None
 
 def __getattr__(name: str) -> Any:
     # Created on first use, so importing hybridstore never touches the disk, and the
-    # PostgreSQL backend imports psycopg only when asked for.
+    # PostgreSQL backend and the HTTP client import psycopg / httpx only when asked for.
     global _storage_manager
     if name == "storage_manager":
         if _storage_manager is None:
@@ -93,6 +97,10 @@ def __getattr__(name: str) -> Any:
         from .postgres import PostgresJobRepository
 
         return PostgresJobRepository
+    if name == "HttpJobRepository":  # imports httpx only when asked for
+        from .httpclient import HttpJobRepository
+
+        return HttpJobRepository
     raise AttributeError(f"module 'hybridstore' has no attribute {name!r}")
 
 

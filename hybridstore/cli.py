@@ -19,7 +19,13 @@ from typing import Any, NoReturn
 import click
 from pydantic import ValidationError
 
-from .config import check_data_dir, describe_target, is_database_url, resolve_target
+from .config import (
+    check_data_dir,
+    describe_target,
+    is_database_url,
+    is_http_url,
+    resolve_target,
+)
 from .errors import HybridStoreError, InvalidTransition, JobNotFound
 from .factory import open_repository
 from .lifecycle import MAX_DELAY_SECONDS, MAX_LEASE_SECONDS
@@ -76,6 +82,8 @@ class Context:
     @contextmanager
     def file_store(self, command: str, *, create: bool = False) -> Iterator[JobStore]:
         target = self.resolved()
+        if is_http_url(target):
+            fail(f"'{command}' works on a data directory, not on a server over HTTP")
         if is_database_url(target):
             fail(
                 f"'{command}' works on a data directory, not on a database"
@@ -889,6 +897,53 @@ def demo(context: Context, jobs: int, workers: int, fail_rate: float, as_json: b
     statistics = report.statistics
     counts = ", ".join(f"{k} {v}" for k, v in statistics["status_counts"].items())
     click.echo(f"store now holds {plural(statistics['total_jobs'], 'job')}: {counts}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="TCP port."
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    help="API tokens, one 'ROLE TOKEN' a line (roles: admin, worker)."
+    " Default: $HYBRIDSTORE_API_TOKENS ('ROLE:TOKEN,ROLE:TOKEN').",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="uvicorn worker processes (on PostgreSQL, or a data directory: both are safe).",
+)
+@pass_context
+def serve(
+    context: Context, host: str, port: int, token_file: str | None, workers: int
+) -> None:
+    """Serve the store over HTTP to remote workers (tokens required; TLS: use a proxy)."""
+    from .tokens import load_tokens
+
+    tokens = load_tokens(token_file)  # none configured: one line, exit 1
+    target = context.resolved()
+    if is_http_url(target):
+        fail("serve needs a data directory or a postgresql:// URL, not another server")
+    try:
+        from .httpapi import serve as run_server
+    except ImportError as exc:
+        fail(f"serve needs the http extra (pip install 'hybridstore[http]'): {exc}")
+    open_repository(target).close()  # create or check the store before listening
+    level = click.get_current_context().find_root().params.get("log_level") or "warning"
+    run_server(
+        target,
+        tokens,
+        host=host,
+        port=port,
+        token_file=token_file,
+        workers=workers,
+        # uvicorn's access log is at info: shown unless only errors are asked for.
+        log_level=level if level in ("debug", "error", "critical") else "info",
+    )
 
 
 def main() -> None:

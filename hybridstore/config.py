@@ -19,6 +19,7 @@ __all__ = [
     "default_data_dir",
     "describe_target",
     "is_database_url",
+    "is_http_url",
     "resolve_target",
 ]
 
@@ -38,13 +39,19 @@ def default_data_dir() -> Path:
     return DEFAULT_DATA_DIR
 
 
+def is_http_url(target: str) -> bool:
+    """True for ``http://`` and ``https://`` URLs (a ``hybridstore serve``)."""
+    return target.startswith(("http://", "https://"))
+
+
 def is_database_url(target: str) -> bool:
     """True for ``postgresql://`` and ``postgres://`` URLs."""
     return target.startswith(("postgresql://", "postgres://"))
 
 
 def resolve_target(target: str | os.PathLike[str] | None = None) -> str:
-    """The store ``target`` names: a ``postgresql://`` URL, or a directory path.
+    """The store ``target`` names: a ``postgresql://`` or ``http(s)://`` URL, or a
+    directory path.
 
     None means ``$HYBRIDSTORE_URL`` if set, else the default data directory; a
     ``file://`` URL becomes its path. Other schemes and libpq ``key=value`` strings are
@@ -58,7 +65,7 @@ def resolve_target(target: str | os.PathLike[str] | None = None) -> str:
     text = os.fspath(target)
     if not text.strip():
         raise InvalidArgument(f"empty store path {text!r}: name a directory or a URL")
-    if is_database_url(text):
+    if is_database_url(text) or is_http_url(text):
         return text
     if _LIBPQ_KEYWORDS.match(text):
         raise BackendUnavailable(
@@ -72,7 +79,8 @@ def resolve_target(target: str | os.PathLike[str] | None = None) -> str:
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise BackendUnavailable(
-            f"no backend for {scheme}:// URLs (use a path, file:// or postgresql://)"
+            f"no backend for {scheme}:// URLs"
+            " (use a path, file://, postgresql:// or http(s)://)"
         )
     return text
 

@@ -166,3 +166,15 @@ class UnsupportedFileSystem(HybridStoreError):
 
 class BackendUnavailable(HybridStoreError):
     """A backend whose optional dependency is not installed, or a URL nobody handles."""
+
+
+class AccessDenied(HybridStoreError, PermissionError):
+    """The HTTP server refused the caller: no valid token (``status`` 401), or a token
+    whose role does not allow the call (403). Nothing was changed."""
+
+    def __init__(self, message: str, status: int = 401) -> None:
+        super().__init__(message)
+        self.status = status
+
+    def __str__(self) -> str:  # OSError would otherwise format its own way
+        return str(self.args[0])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from .config import check_data_dir, is_database_url, resolve_target
+from .config import check_data_dir, is_database_url, is_http_url, resolve_target
 
 if TYPE_CHECKING:
     from .repository import JobRepository
@@ -19,7 +19,10 @@ __all__ = ["open_repository"]
 
 
 def open_repository(
-    target: str | os.PathLike[str] | None = None, *, create: bool = True
+    target: str | os.PathLike[str] | None = None,
+    *,
+    create: bool = True,
+    token: str | None = None,
 ) -> JobRepository:
     """Open the backend ``target`` names (see ``config.resolve_target``).
 
@@ -30,8 +33,16 @@ def open_repository(
     ``create=False`` is for readers: a missing data directory, or a database without
     hybridstore's schema, raises ``StoreNotFound`` (naming the command that creates it)
     instead of being created.
+
+    ``http://HOST:PORT`` (or https) opens an ``HttpJobRepository`` on a ``hybridstore
+    serve``, as the holder of ``token`` (default ``$HYBRIDSTORE_TOKEN``); ``create`` does
+    not apply there (the server owns its store).
     """
     resolved = resolve_target(target)
+    if is_http_url(resolved):
+        from .httpclient import HttpJobRepository
+
+        return HttpJobRepository(resolved, token=token)
     if is_database_url(resolved):
         from .postgres import PostgresJobRepository
 

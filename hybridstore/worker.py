@@ -103,6 +103,9 @@ class Worker:
     #: first and longest idle wait between polls of an empty store, seconds
     idle_min_seconds: float = 0.05
     idle_max_seconds: float = 1.0
+    #: how long a claim may wait in the server for work, on a store that can (HTTP);
+    #: also the longest a SIGTERM waits for an idle worker there
+    long_poll_seconds: float = 5.0
     #: heartbeats run every ``lease_seconds * heartbeat_fraction`` seconds
     heartbeat_fraction: float = 1 / 3
     #: seconds before a failed job is retried; None: the store's default back-off
@@ -200,6 +203,21 @@ class Worker:
         return summary
 
     def _loop(self, summary: WorkerSummary, burst: bool, max_jobs: int | None) -> str:
+        # A store that can hold a claim open until work arrives (``HttpJobRepository``'s
+        # ``claim_wait``): an idle worker then waits in the server, one request per
+        # ``long_poll_seconds``, and wakes as soon as a job is added, instead of polling.
+        # Not in burst mode, which must return as soon as no job is ready.
+        long_poll = not burst and hasattr(self.repo, "claim_wait")
+        saved = getattr(self.repo, "claim_wait", None)
+        if long_poll:
+            self.repo.claim_wait = self.long_poll_seconds  # type: ignore[attr-defined]
+        try:
+            return self._claim_loop(summary, burst, max_jobs)
+        finally:
+            if long_poll:
+                self.repo.claim_wait = saved  # type: ignore[attr-defined]
+
+    def _claim_loop(self, summary: WorkerSummary, burst: bool, max_jobs: int | None) -> str:
         delay = self.idle_min_seconds
         while True:
             if self._stopping:

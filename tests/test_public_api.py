@@ -11,9 +11,11 @@ import hybridstore
 
 # The contract's names (CONTRACT.md), plus the in-memory fake and copy_jobs.
 PUBLIC = {
+    "AccessDenied",
     "BackendUnavailable",
     "CorruptJobFile",
     "DuplicateJob",
+    "HttpJobRepository",
     "HybridStoreError",
     "InvalidArgument",
     "InvalidJobId",
@@ -68,13 +70,17 @@ def test_the_fake_and_copy_jobs_are_the_submodules_objects() -> None:
 
 def test_importing_creates_nothing_and_imports_no_psycopg(tmp_path: Path) -> None:
     # A fresh interpreter in an empty folder: import, then touch every public name except
-    # storage_manager (which is documented to create the default store on first use).
+    # storage_manager (which is documented to create the default store on first use) and
+    # HttpJobRepository (whose module imports httpx: touched after the check).
     code = (
         "import sys, hybridstore\n"
         "for name in hybridstore.__all__:\n"
-        "    if name != 'storage_manager':\n"
+        "    if name not in ('storage_manager', 'HttpJobRepository'):\n"
         "        getattr(hybridstore, name)\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('psycopg', 'psycopg_pool')))\n"
+        "heavy = ('psycopg', 'psycopg_pool', 'fastapi', 'starlette', 'uvicorn', 'httpx')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+        "hybridstore.HttpJobRepository\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in heavy}))\n"
     )
     env = {**os.environ, **NO_STORE_VARIABLES}
     done = subprocess.run(
@@ -86,7 +92,10 @@ def test_importing_creates_nothing_and_imports_no_psycopg(tmp_path: Path) -> Non
         check=True,
         timeout=60,
     )
-    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+    before, after = done.stdout.strip().splitlines()
+    assert before == "[]", done.stdout + done.stderr
+    # The HTTP client needs httpx, and not the server's FastAPI, Starlette or uvicorn.
+    assert after == "['httpx']", done.stdout
     assert list(tmp_path.iterdir()) == [], "importing hybridstore created files in the cwd"
 
 

@@ -66,7 +66,7 @@ def run_step(store: JobStore, index: int) -> None:
     elif op == "complete":
         store.complete(arg, "w1", {"pages": 3})
     elif op == "fail":
-        store.fail(arg, "w1", "converter crashed")
+        store.fail(arg, "w1", "converter crashed", retry_in=0)  # ready again at once
     elif op == "cancel-by-save":
         current = store.get(arg)
         assert current is not None

@@ -123,7 +123,7 @@ def test_one_store_shared_by_eight_threads(data_dir: Path) -> None:
                         if rng.random() < 0.7:
                             store.complete(job.id, f"th{n}", attempt=job.attempt)
                         else:
-                            store.fail(job.id, f"th{n}", "x", attempt=job.attempt)
+                            store.fail(job.id, f"th{n}", "x", attempt=job.attempt, retry_in=0)
                 elif roll < 0.85:
                     current = store.get(rng.choice(mine))
                     if current is not None:

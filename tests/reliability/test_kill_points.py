@@ -261,7 +261,7 @@ def _busy_writer(data_dir: str, log_path: str, name: str, seed: int) -> None:
                 if op == "complete":
                     done = store.complete(got.id, name, {"n": n}, attempt=got.attempt)
                 else:
-                    done = store.fail(got.id, name, "boom", attempt=got.attempt)
+                    done = store.fail(got.id, name, "boom", attempt=got.attempt, retry_in=0)
                 log("ack", op, done.id, done.version)
             elif roll < 0.85:
                 job_id = rng.choice(mine)

@@ -72,7 +72,7 @@ def _worker(data_dir: str, name: str, seed: int, ops: int, out: str) -> None:
                         done = store.complete(got.id, name, {"n": n}, attempt=got.attempt)
                     else:
                         op = "fail"
-                        done = store.fail(got.id, name, "boom", attempt=got.attempt)
+                        done = store.fail(got.id, name, "boom", attempt=got.attempt, retry_in=0)
                     acked[done.id] = done.version
             elif roll < 0.75:
                 op = "save"
