@@ -79,8 +79,7 @@ def resolve_target(target: str | os.PathLike[str] | None = None) -> str:
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise BackendUnavailable(
-            f"no backend for {scheme}:// URLs"
-            " (use a path, file://, postgresql:// or http(s)://)"
+            f"no backend for {scheme}:// URLs (use a path, file://, postgresql:// or http(s)://)"
         )
     return text
 

@@ -111,8 +111,7 @@ def _render(data: dict[str, Any], csrf: str) -> str:
         for s, n in data["status_counts"].items()
     )
     types = "".join(
-        f"<tr><td>{escape(t)}</td><td>{n}</td></tr>"
-        for t, n in data["content_type_counts"].items()
+        f"<tr><td>{escape(t)}</td><td>{n}</td></tr>" for t, n in data["content_type_counts"].items()
     )
     rows = "".join(
         f'<tr data-job-id="{escape(j["id"])}"><td><a href="{link(job=j["id"], page=data["page"])}">'
@@ -149,7 +148,7 @@ def _render(data: dict[str, Any], csrf: str) -> str:
         '<h1>hybridstore</h1><form method="post" action="/logout" style="float:right">'
         '<button type="submit">Log out</button></form>'
         f'<p>Total jobs: <b id="total">{data["total_jobs"]}</b></p>'
-        "<h2>By status</h2><table id=\"status-counts\"><tr><th>status</th><th>jobs</th></tr>"
+        '<h2>By status</h2><table id="status-counts"><tr><th>status</th><th>jobs</th></tr>'
         f"{counts}</table>"
         '<h2>By content type</h2><table id="type-counts"><tr><th>content type</th>'
         f"<th>jobs</th></tr>{types}</table>"

@@ -24,8 +24,6 @@ so they may show a write a few milliseconds before its file lands; point reads r
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import gc
 import os
 import random
@@ -36,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from filelock import FileLock
 
 from . import lifecycle
 from .config import check_data_dir, default_data_dir
@@ -47,7 +44,6 @@ from .errors import (
     JobAlreadyExists,
     JobNotFound,
     LockTimeout,
-    StorageError,
     StoreNotFound,
     VersionConflict,
 )
@@ -55,11 +51,10 @@ from .files import (
     MAX_READ_BYTES,
     Layout,
     check_local_file_system,
-    current_boot_id,
-    read_job_file,
 )
-from .journal import Journal, disown_intents, now_us
-from .locks import StripeLocks, coarse_lock
+from .journal import Journal
+from .locks import StripeLocks
+from .maintenance import Maintenance, ProgressCallback, is_read_only
 from .migrations import Migration
 from .model import (
     ACTIVE_STATUSES,
@@ -70,7 +65,7 @@ from .model import (
     utcnow,
     validate_job_id,
 )
-from .reports import Problem, ReindexReport, RepairReport, VerifyReport
+from .reports import ReindexReport, RepairReport, VerifyReport
 from .repository import (
     Filter,
     IfDuplicate,
@@ -80,23 +75,17 @@ from .repository import (
     filter_values,
     import_action,
 )
-from .sidecar import FOREIGN, SIDECAR_NAME, Row, Sidecar, row_for, row_matches, to_us
+from .sidecar import SIDECAR_NAME, Sidecar, to_us
 
 __all__ = ["DEFAULT_MAX_JOB_BYTES", "JobStore"]
 
 log = structlog.get_logger("hybridstore")
 
 DEFAULT_MAX_JOB_BYTES = 8 * 1024 * 1024
-# How often (seconds) an open may look for temp files left by killed writers.
-TEMP_SWEEP_EVERY = 60
-# A temp file older than this cannot belong to a write still in flight.
-TEMP_MAX_AGE = 15 * 60
 # How many abandoned leases one claim takes back at most.
 TAKE_BACK_BATCH = 32
 # How many claim candidates one sidecar query fetches.
 CLAIM_BATCH = 16
-
-ProgressCallback = Callable[[int, int], None]
 
 
 _STATUSES = {status.value: status for status in JobStatus}
@@ -149,9 +138,6 @@ class JobStore:
         if not self.read_only:
             self.layout.create()
         self._stripes = StripeLocks.of(self.layout.locks, self)
-        self._opening = FileLock(self.layout.lock_path(".sidecar"), fallback_to_soft=False)
-        #: Sidecar migrations this open applied (all of them for a new sidecar).
-        self.migrations_applied: list[Migration] = []
         # One sidecar connection per process and directory, whatever the number of stores.
         self._sidecar = Sidecar.shared(
             self.data_dir / SIDECAR_NAME, self, gate=self.layout.lock_path(".sidecar-writes")
@@ -169,6 +155,14 @@ class JobStore:
             read_limit=self._read_limit,
             on_replaced=self._ready,
         )
+        self._maintenance = Maintenance(
+            self.layout,
+            self._sidecar,
+            self.journal,
+            read_only=self.read_only,
+            read_limit=self._read_limit,
+            lock_timeout=lock_timeout,
+        )
         self._closed = False
         try:
             with self._sidecar.lock:
@@ -176,112 +170,17 @@ class JobStore:
                 if first:
                     if self._sidecar.is_open():
                         self._sidecar.close()
-                    self._open_sidecar()
+                    self._maintenance.open_sidecar()
             if not self.read_only:
                 self.journal.recover_intents()
                 if first:
-                    self._sweep_directories()
+                    self._maintenance.sweep_directories()
         except BaseException:
             self.close()
             raise
 
     def __repr__(self) -> str:
         return f"JobStore({str(self.data_dir)!r})"
-
-    # -- opening and the sidecar's health ---------------------------------------------
-
-    def _open_read_only(self) -> None:
-        """Connect to the sidecar of a store on a read-only file system, which nothing can
-        rebuild or migrate there: refuse one that is not usable as it is."""
-        problem = self._sidecar_health()
-        why = None
-        if problem is not None:
-            why = f"the sidecar is {problem}"
-        else:
-            self._sidecar.connect()
-            if self._sidecar.pending_migrations():
-                why = "the sidecar is of an older schema"
-        if why is not None:
-            self._sidecar.close()
-            raise StorageError(
-                self._sidecar.path,
-                OSError(
-                    errno.EROFS,
-                    f"{why} and the store is on a read-only file system: run"
-                    " 'hybridstore reindex' on a writable copy",
-                ),
-            )
-
-    def _open_sidecar(self) -> None:
-        """Connect, migrate, and rebuild from the files when the sidecar is not usable."""
-        if self.read_only:
-            self._open_read_only()
-            return
-        sidecar = self._sidecar
-        with coarse_lock(self._opening, self.lock_timeout * 12):
-            problem = self._sidecar_health()
-            if problem == "missing":
-                # A -wal or -shm left from a deleted database must not be replayed into
-                # the new one.
-                for suffix in ("-wal", "-shm"):
-                    Path(f"{sidecar.path}{suffix}").unlink(missing_ok=True)
-            elif problem is not None:
-                sidecar.close()
-                kind = "foreign" if problem == FOREIGN else "corrupt"
-                aside = sidecar.path.with_name(
-                    f"{sidecar.path.name}.{kind}-{time.strftime('%Y%m%dT%H%M%S')}"
-                )
-                os.replace(sidecar.path, aside)
-                for suffix in ("-wal", "-shm"):
-                    Path(f"{sidecar.path}{suffix}").unlink(missing_ok=True)
-                log.warning(
-                    "sidecar_unusable", path=str(sidecar.path), reason=problem, moved_to=str(aside)
-                )
-            sidecar.connect()
-            old_version = sidecar.schema_version()
-            self.migrations_applied = sidecar.migrate()
-            # The sidecar is not fsynced: a machine crash can lose its last commits (and
-            # the intents that would point at them), so each boot starts from the files.
-            boot = current_boot_id()
-            rebooted = boot is not None and sidecar.get_meta("boot_id") != boot
-            # A new sidecar has no rows; one of an older schema may lack rows or columns
-            # its writers did not maintain: both are rebuilt from the files too.
-            # A migration whose file starts "-- keeps rows" only adds what older rows
-            # already mean; any other leaves rows its writers did not maintain.
-            reshaped = any(not m.sql.startswith("-- keeps rows") for m in self.migrations_applied)
-            if old_version == 0 or reshaped or rebooted:
-                report = self._rebuild(None)
-                if report.indexed or report.skipped or problem not in (None, "missing"):
-                    reason = problem or (
-                        "empty"
-                        if old_version == 0
-                        else "older schema"
-                        if self.migrations_applied
-                        else "new boot"
-                    )
-                    log.warning(
-                        "sidecar_rebuilt",
-                        path=str(sidecar.path),
-                        reason=reason,
-                        jobs=report.indexed,
-                        skipped=len(report.skipped),
-                    )
-                if boot is not None:
-                    with sidecar.transaction() as conn:
-                        Sidecar.set_meta(conn, "boot_id", boot)
-
-    def _sidecar_health(self) -> str | None:
-        """``Sidecar.health``, asked again a few times while SQLite gives no verdict (an
-        I/O error or a busy file while another process opens or closes the database)."""
-        for attempt in range(5):
-            try:
-                return self._sidecar.health()
-            except StorageError:
-                self._sidecar.close()
-                if attempt == 4:
-                    raise
-                time.sleep(0.01 * 2**attempt)
-        raise AssertionError("unreachable")
 
     @property
     def last_skipped(self) -> list[str]:
@@ -306,7 +205,7 @@ class JobStore:
             with self._sidecar.lock:
                 if self._sidecar.replaced():  # unless another thread just reopened it
                     self._sidecar.close()
-                    self._open_sidecar()
+                    self._maintenance.open_sidecar()
 
     def close(self) -> None:
         """Let go of the sidecar: the last store of the process on this directory clears
@@ -334,39 +233,6 @@ class JobStore:
             if current is None:
                 raise JobNotFound(job_id)
             return self.journal.store_next(current, change(current), operation)
-
-    def _sweep_directories(self) -> None:
-        """At most once a ``TEMP_SWEEP_EVERY`` per directory (it lists every status
-        directory): remove the temp files no write owns any more, and take in the job files
-        moved by hand between status directories.
-
-        A write holds its job's lock from before it creates its temp file until after it
-        renames it, so a temp file that still exists once we hold that lock is dead (its
-        writer was killed): no need to wait ``TEMP_MAX_AGE`` for ``repair``. A job file in
-        a directory its row does not name is re-derived under its lock: a write in flight
-        has finished by then, and a file moved by hand is taken as moved."""
-        last = self._sidecar.get_meta("temps_swept_us")
-        if last is not None and now_us() - int(last) < TEMP_SWEEP_EVERY * 1_000_000:
-            return
-        with self.journal.transaction() as conn:
-            Sidecar.set_meta(conn, "temps_swept_us", str(now_us()))
-        entries = list(self.layout.scan())
-        statuses = dict(self._sidecar.query("SELECT id, status FROM jobs"))
-        elsewhere = {
-            e.job_id
-            for e in entries
-            if e.kind == "job" and e.job_id and statuses.get(e.job_id) != e.status.value
-        }
-        self._take_in_moved(sorted(elsewhere))
-        owners = {e.path: self.layout.temp_owner(e.path) for e in entries if e.kind == "temp"}
-        removed = []
-        for job_id in self.journal.each_locked({o for o in owners.values() if o}, "temps"):
-            for path, owner in owners.items():
-                if owner == job_id and os.path.lexists(path):
-                    Path(path).unlink(missing_ok=True)
-                    removed.append(str(path))
-        if removed:
-            log.warning("removed_dead_temp_files", count=len(removed), files=removed[:20])
 
     # -- repository: writes ---------------------------------------------------------------
 
@@ -807,205 +673,30 @@ class JobStore:
         ``progress(done, total)`` is called as files are read.
         """
         self._ready()
-        report = self._rebuild(progress)
+        report = self._maintenance.rebuild(progress)
         # Check the writes the rebuild met in flight as soon as they are over.
         self.journal.recover_intents()
         return report
-
-    def _rebuild(self, progress: ProgressCallback | None) -> ReindexReport:
-        started = time.perf_counter()
-        report = ReindexReport()
-        with self.journal.transaction() as conn:
-            # Holding the write gate while scanning, no write can commit: every write that
-            # may change files during the scan committed its row and intent before it. The
-            # scan can meet such a job mid-write (in no directory between two listings, in
-            # two directories between a rename and an unlink), so its row is not taken from
-            # the scan: it keeps the row its writer committed, which leads the files. Its
-            # intent is disowned, so that no writer or check clears it as settled: the job
-            # is checked against its files once the write is over (``_recover_intents``).
-            in_flight, kept = disown_intents(conn)
-            entries = list(self.layout.scan())
-            total = sum(1 for e in entries if e.kind == "job")
-            best: dict[str, Row] = {}
-            moved: list[str] = []
-            done = 0
-            for entry in entries:
-                if entry.kind != "job":
-                    if entry.kind == "foreign" or self.layout.is_old_temp(entry.path, TEMP_MAX_AGE):
-                        report.skipped.append(
-                            Problem(entry.kind, str(entry.path), _why_skipped(entry.kind))
-                        )
-                    continue
-                assert entry.job_id is not None
-                try:
-                    found = read_job_file(
-                        entry.path, self._read_limit, entry.job_id, entry.status, moved_ok=True
-                    )
-                except FileNotFoundError:
-                    continue
-                except CorruptJobFile as exc:
-                    report.skipped.append(
-                        Problem("unreadable", str(entry.path), exc.reason, entry.job_id)
-                    )
-                else:
-                    job = found.job
-                    if job.status is not entry.status:
-                        moved.append(job.id)  # by hand: taken in once the index is built
-                    row = row_for(job, found.data, found.mtime_us)
-                    other = best.get(job.id)
-                    if other is not None:
-                        loser = other if other.version < row.version else row
-                        if job.id not in in_flight:
-                            # No write of it is in flight: a leftover (a move whose unlink a
-                            # power cut lost). Set aside, lest a later delete resurrect it.
-                            path = self.layout.job_path(JobStatus(loser.status), job.id)
-                            reason = (
-                                f"older copy (version {loser.version}) of a job in two directories"
-                            )
-                            self.layout.quarantine_file(path, reason)
-                            report.skipped.append(
-                                Problem("duplicate", str(path), f"{reason}: quarantined", job.id)
-                            )
-                        row = row if loser is other else other
-                    best[job.id] = row
-                done += 1
-                if progress is not None and (done % 500 == 0 or done == total):
-                    progress(done, total)
-            for job_id in in_flight:
-                if job_id in kept:
-                    best[job_id] = kept[job_id]
-                else:
-                    best.pop(job_id, None)  # a delete in flight, or never indexed
-            Sidecar.replace_all_rows(conn, best.values())
-            report.indexed = len(best)
-        self._take_in_moved(moved)
-        report.seconds = time.perf_counter() - started
-        return report
-
-    def _take_in_moved(self, job_ids: Iterable[str]) -> None:
-        """Rewrite jobs whose files were moved by hand between status directories as that
-        move (``lifecycle.moved_into``): never quarantined, never dropped."""
-        for job_id in self.journal.each_locked(job_ids, "moved"):
-            with contextlib.suppress(CorruptJobFile):
-                self.journal.repair_locked(job_id)
 
     def verify(self) -> VerifyReport:
         """Compare the files with the sidecar; changes nothing.
 
         Reports rows without files (orphaned), files without rows (missing), rows that
         differ from their file (stale), jobs in two directories, unreadable job files,
-        interrupted writes, old temp files, and foreign entries (not counted as drift).
-        Suspects found while other processes write are re-checked under the job's lock.
+        interrupted writes, jobs moved by hand, old temp files, and foreign entries and
+        busy jobs (not counted as drift).
         """
         self._ready()
-        report = VerifyReport()
-        suspects: set[str] = set()
-        rows = self._sidecar.all_rows()
-        seen: dict[str, int] = {}
-        for entry in self.layout.scan():
-            if entry.kind == "foreign":
-                report.problems.append(Problem("foreign", str(entry.path), _why_skipped("foreign")))
-            elif entry.kind == "temp":
-                if self.layout.is_old_temp(entry.path, TEMP_MAX_AGE):
-                    report.problems.append(Problem("temp", str(entry.path), _why_skipped("temp")))
-            else:
-                assert entry.job_id is not None
-                seen[entry.job_id] = seen.get(entry.job_id, 0) + 1
-                try:
-                    found = read_job_file(entry.path, self._read_limit, entry.job_id, entry.status)
-                except (FileNotFoundError, CorruptJobFile):
-                    suspects.add(entry.job_id)
-                    continue
-                row = rows.get(entry.job_id)
-                if row is None or not row_matches(row, found.job, found.data):
-                    suspects.add(entry.job_id)
-        suspects.update(job_id for job_id, n in seen.items() if n > 1)
-        suspects.update(job_id for job_id in rows if job_id not in seen)
-        suspects.update(self.journal.unsettled_intents())
-        report.jobs = len(seen)
-        for job_id in self.journal.each_locked(sorted(suspects), "verify"):
-            report.problems.extend(self._check_locked(job_id))
-        for job_id in self.journal.last_skipped:
-            path = str(self.layout.locks)
-            report.problems.append(Problem("busy", path, "a writer held its lock", job_id))
-        return report
-
-    def _check_locked(self, job_id: str) -> list[Problem]:
-        """The drift of one job, judged while holding its lock."""
-        copies, invalid = self.journal.copies(job_id)
-        problems = [Problem("unreadable", str(path), reason, job_id) for path, reason in invalid]
-        status, version, token = self.journal.state(job_id)
-        # With an unreadable copy, whether the write finished cannot be told: the copy is
-        # reported as unreadable, and the repair settles the rest.
-        if (
-            token is not None
-            and not invalid
-            and not self.journal.is_settled(job_id, token)
-            and not self.journal.settled_job(job_id, status, version)[0]
-        ):
-            problems.append(
-                Problem("intent", str(self._sidecar.path), "a write did not finish", job_id)
-            )
-        for older, path in copies[:-1]:
-            reason = f"older copy (version {older.job.version})"
-            problems.append(Problem("duplicate", str(path), reason, job_id))
-        row = self._sidecar.row(job_id)
-        if copies:
-            newest, path = copies[-1]
-            if newest.job.status.value != path.parent.name:
-                reason = (
-                    f"moved by hand from {newest.job.status.value} into {path.parent.name}:"
-                    " taken in by repair or the job's next write"
-                )
-                problems.append(Problem("moved", str(path), reason, job_id))
-            elif row is None:
-                problems.append(Problem("missing", str(path), "file has no index row", job_id))
-            elif not row_matches(row, newest.job, newest.data):
-                problems.append(
-                    Problem("stale", str(path), "index row differs from the file", job_id)
-                )
-        elif row is not None and not invalid:
-            # (With an unreadable copy, that copy is the problem, reported above.)
-            where = self.layout.job_path(JobStatus(row.status), job_id)
-            problems.append(Problem("orphaned", str(where), "index row has no file", job_id))
-        return problems
+        return self._maintenance.verify()
 
     def repair(self) -> RepairReport:
         """Fix what ``verify`` finds: rows re-derived from files, unreadable files and
-        older duplicates moved to ``.quarantine/`` (with a reason), old temp files removed.
-        Never deletes a job file."""
-        found = self.verify()
-        report = RepairReport(found=found)
-        jobs = sorted({p.job_id for p in found.drift if p.job_id is not None})
-        for job_id in self.journal.each_locked(jobs, "repair"):
-            actions, quarantined = self.journal.repair_locked(job_id, quarantine_invalid=True)
-            report.actions.extend(actions)
-            report.quarantined.extend(str(path) for path in quarantined)
-        report.busy = sorted(
-            {
-                *self.journal.last_skipped,
-                *(p.job_id for p in found.problems if p.kind == "busy" and p.job_id),
-            }
-        )
-        for problem in found.drift:
-            if problem.kind == "temp":
-                Path(problem.path).unlink(missing_ok=True)
-                report.actions.append(f"removed temp file {problem.path}")
-        if found.drift:
-            log.warning("repaired", data_dir=str(self.data_dir), actions=len(report.actions))
-        return report
+        older duplicates moved to ``.quarantine/`` (with a reason), jobs moved by hand
+        taken in, old temp files removed. Never deletes a job file."""
+        self._ready()
+        return self._maintenance.repair()
 
-
-def is_read_only(path: Path) -> bool:
-    """Whether ``path`` is on a file system mounted read-only."""
-    try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
-
-
-def _why_skipped(kind: str) -> str:
-    return {
-        "foreign": "not a job file (ignored)",
-        "temp": "temp file of an interrupted write",
-    }[kind]
+    @property
+    def migrations_applied(self) -> list[Migration]:
+        """Sidecar migrations this store's open applied (all of them for a new sidecar)."""
+        return self._maintenance.migrations_applied

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import hybridstore.store
+import hybridstore.maintenance
 from hybridstore import JobStatus, JobStore
 from hybridstore.cli import cli
 from tests.conftest import new_job
@@ -32,7 +32,7 @@ def test_moved_into_pending_is_a_requeue_taken_in_by_the_next_open(
     with JobStore(data_dir) as store:
         _failed_job(store, "again")
     _move(data_dir, "again", "failed", "pending")
-    monkeypatch.setattr(hybridstore.store, "TEMP_SWEEP_EVERY", 0)
+    monkeypatch.setattr(hybridstore.maintenance, "TEMP_SWEEP_EVERY", 0)
     with JobStore(data_dir) as store:
         job = store.get("again")
         assert job is not None and job.status is JobStatus.PENDING

@@ -83,7 +83,7 @@ def test_temp_files_of_killed_writers_are_collected_on_open(
     """A temp file no intent names (its writer killed) was left for ``repair`` to remove
     after 15 minutes. Now an open removes it (at most one open a minute looks), as its
     job's lock is free; the temp file of a write in flight (its lock held) stays."""
-    import hybridstore.store
+    import hybridstore.maintenance
 
     with JobStore(data_dir) as store:
         store.add(make_job("dead"))
@@ -103,7 +103,7 @@ def test_temp_files_of_killed_writers_are_collected_on_open(
         assert os.read(ready_r, 1) == b"x"
         with JobStore(data_dir):
             assert dead.exists()  # the first open of the directory looked moments ago
-        monkeypatch.setattr(hybridstore.store, "TEMP_SWEEP_EVERY", 0)
+        monkeypatch.setattr(hybridstore.maintenance, "TEMP_SWEEP_EVERY", 0)
         with JobStore(data_dir):
             assert not dead.exists()
             assert live.exists()
