@@ -35,12 +35,14 @@ from pathlib import Path
 
 import structlog
 
+from . import rows
 from .errors import CorruptJobFile, DuplicateJob, JobTooLarge, LockTimeout, StorageError
 from .files import JobFile, Layout, read_job_file, remove_file, write_atomic
 from .lifecycle import holds_key, moved_into
 from .locks import StripeLocks
 from .model import JobStatus, RemoteJob, parse_status, utcnow
-from .sidecar import Row, Sidecar, row_for
+from .rows import Row, row_for
+from .sidecar import Sidecar
 
 __all__ = ["BUSY_RETRY_WAIT", "Journal", "clear_intent", "disown_intents"]
 
@@ -88,7 +90,7 @@ def disown_intents(conn: sqlite3.Connection) -> tuple[set[str], dict[str, Row]]:
     calls this may read a job's files in the middle of a write, so it keeps the row the
     writer committed, and the intent stays until the job is checked again."""
     in_flight = {r[0] for r in conn.execute("SELECT job_id FROM intents")}
-    kept = Sidecar.rows_of(conn, in_flight)
+    kept = rows.rows_of(conn, in_flight)
     conn.execute("UPDATE intents SET token = ''")
     return in_flight, kept
 
@@ -336,11 +338,11 @@ class Journal:
         with self.transaction() as conn:
             if new is not None and takes_key(current, new):
                 assert new.unique_key is not None
-                holder = Sidecar.key_holder(conn, new.unique_key, job_id)
+                holder = rows.key_holder(conn, new.unique_key, job_id)
                 if holder is not None:
                     raise DuplicateJob(job_id, new.unique_key, holder)
             row = None if new is None else row_for(new, body, now_us())
-            row_before = Sidecar.write_row(conn, job_id, row)
+            row_before = rows.write_row(conn, job_id, row)
             _set_intent(conn, job_id, operation, token)
             connection = self.sidecar.generation
         touched = False
@@ -401,13 +403,13 @@ class Journal:
             for job in jobs:
                 if holds_key(job):
                     assert job.unique_key is not None
-                    holder = keys.get(job.unique_key) or Sidecar.key_holder(
+                    holder = keys.get(job.unique_key) or rows.key_holder(
                         conn, job.unique_key, job.id
                     )
                     if holder is not None:
                         raise DuplicateJob(job.id, job.unique_key, holder)
                     keys[job.unique_key] = job.id
-            Sidecar.put_rows(
+            rows.put_rows(
                 conn,
                 [row_for(job, body, written_us) for job, body in zip(jobs, bodies, strict=True)],
             )
@@ -440,7 +442,7 @@ class Journal:
             contextlib.suppress(sqlite3.Error, StorageError, LockTimeout),
             self.transaction() as conn,
         ):
-            Sidecar.write_row(conn, job_id, row)
+            rows.write_row(conn, job_id, row)
             # By token: a rebuild meanwhile disowned it, and its row may predate ``row``.
             clear_intent(conn, job_id, token)
 
@@ -505,9 +507,9 @@ class Journal:
             actions.append(f"quarantined {path}: {reason}")
         with self.transaction() as conn:
             if winner is None:
-                Sidecar.drop_row(conn, job_id)
+                rows.drop_row(conn, job_id)
             else:
-                Sidecar.put_rows(conn, [row_for(winner.job, winner.data, winner.mtime_us)])
+                rows.put_rows(conn, [row_for(winner.job, winner.data, winner.mtime_us)])
             clear_intent(conn, job_id)
         actions.append(f"reindexed {job_id}" if winner else f"dropped row of {job_id}")
         if winner is not None and winner_path is not None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 from filelock import FileLock
 
+from . import rows
 from .errors import CorruptJobFile, StorageError
 from .files import Layout, current_boot_id, read_job_file
 from .journal import Journal, disown_intents, now_us
@@ -25,7 +26,8 @@ from .locks import coarse_lock
 from .migrations import Migration
 from .model import JobStatus
 from .reports import Problem, ReindexReport, RepairReport, VerifyReport
-from .sidecar import FOREIGN, Row, Sidecar, row_for, row_matches
+from .rows import Row, row_for, row_matches
+from .sidecar import FOREIGN, Sidecar
 
 __all__ = ["TEMP_MAX_AGE", "TEMP_SWEEP_EVERY", "Maintenance", "is_read_only"]
 
@@ -253,7 +255,7 @@ class Maintenance:
                     best[job_id] = kept[job_id]
                 else:
                     best.pop(job_id, None)  # a delete in flight, or never indexed
-            Sidecar.replace_all_rows(conn, best.values())
+            rows.replace_all_rows(conn, best.values())
             report.indexed = len(best)
         self.take_in_moved(moved)
         report.seconds = time.perf_counter() - started

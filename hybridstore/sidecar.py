@@ -17,9 +17,8 @@ import sqlite3
 import threading
 import urllib.parse
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,10 @@ import sqlite_utils
 from .errors import LockTimeout, SchemaError, StorageError
 from .locks import WriteGate
 from .migrations import Migration, load_migrations
-from .model import JobStatus, RemoteJob
+from .model import JobStatus
+from .rows import Row, where_clause
 
-__all__ = ["FOREIGN", "SIDECAR_NAME", "Row", "Sidecar", "row_for", "row_matches", "to_us"]
+__all__ = ["FOREIGN", "SIDECAR_NAME", "Sidecar"]
 
 SIDECAR_NAME = "hybridstore.sqlite3"
 #: ``Sidecar.health``'s verdict on another tool's SQLite database in the sidecar's place.
@@ -83,115 +83,6 @@ os.register_at_fork(
     after_in_parent=_after_fork_in_parent,
     after_in_child=_after_fork_in_child,
 )
-
-FILTER_COLUMNS = ("status", "content_type", "worker_id", "ingestion_task_id")
-
-
-def to_us(value: datetime) -> int:
-    """An aware datetime as integer microseconds since the epoch (exact, sortable)."""
-    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-@dataclass(frozen=True)
-class Row:
-    """A job's index row."""
-
-    id: str
-    status: str
-    content_type: str
-    worker_id: str | None
-    ingestion_task_id: str
-    created_us: int
-    timeout_us: int | None
-    finished_us: int
-    version: int
-    size: int
-    body: bytes
-    priority: int = 0
-    not_before_us: int | None = None
-    unique_key: str | None = None
-
-
-def row_for(job: RemoteJob, body: bytes, written_us: int) -> Row:
-    """The row describing ``job`` stored as ``body``, last written at ``written_us``."""
-    return Row(
-        id=job.id,
-        status=job.status.value,
-        content_type=job.content_type,
-        worker_id=job.worker_id,
-        ingestion_task_id=job.ingestion_task_id,
-        created_us=to_us(job.created_at),
-        timeout_us=to_us(job.timeout_at) if job.timeout_at else None,
-        finished_us=to_us(job.completed_at) if job.completed_at else written_us,
-        version=job.version,
-        size=len(body),
-        body=body,
-        priority=job.priority,
-        not_before_us=to_us(job.not_before) if job.not_before else None,
-        unique_key=job.unique_key,
-    )
-
-
-# Indexed columns a write may change (id never does; the rest are always written).
-_CHANGEABLE = (
-    "status",
-    "content_type",
-    "worker_id",
-    "ingestion_task_id",
-    "created_us",
-    "timeout_us",
-    "priority",
-    "not_before_us",
-    "unique_key",
-)
-
-
-def row_matches(row: Row, job: RemoteJob, body: bytes) -> bool:
-    """Whether ``row`` indexes ``job`` stored as ``body``: every column, except the time of
-    the last write, which the index may know to the microsecond and the file only as mtime.
-    """
-    return row == row_for(job, body, row.finished_us)
-
-
-# An upsert, not INSERT OR REPLACE: a replace deletes without firing the delete trigger
-# that keeps job_counts (unless recursive_triggers is on), an update fires its trigger.
-_UPSERT = (
-    "INSERT INTO jobs (id, status, content_type, worker_id, ingestion_task_id,"
-    " created_us, timeout_us, finished_us, version, size, body,"
-    " priority, not_before_us, unique_key)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
-    " content_type = excluded.content_type, worker_id = excluded.worker_id,"
-    " ingestion_task_id = excluded.ingestion_task_id, created_us = excluded.created_us,"
-    " timeout_us = excluded.timeout_us, finished_us = excluded.finished_us,"
-    " version = excluded.version, size = excluded.size, body = excluded.body,"
-    " priority = excluded.priority, not_before_us = excluded.not_before_us,"
-    " unique_key = excluded.unique_key"
-)
-# job_counts from scratch, after a bulk load (the triggers are off during it).
-_RECOUNT = (
-    "INSERT INTO job_counts SELECT status, content_type, worker_id IS NOT NULL,"
-    " ifnull(worker_id, ''), count(*), sum(size) FROM jobs GROUP BY 1, 2, 3, 4"
-)
-
-
-def where_clause(filters: Mapping[str, Sequence[str]]) -> tuple[str, list[Any]]:
-    """SQL for filters that combine with AND; each column matches any of its values."""
-    parts: list[str] = []
-    params: list[Any] = []
-    for column, values in filters.items():
-        assert column in FILTER_COLUMNS
-        if not values:
-            parts.append("0")
-        elif len(values) == 1:
-            parts.append(f"{column} = ?")
-            params.append(values[0])
-        else:
-            parts.append(f"{column} IN ({', '.join('?' * len(values))})")
-            params.extend(values)
-    return (" WHERE " + " AND ".join(parts) if parts else ""), params
-
 
 # SQLite result codes that mean the disk refused a write, as the errno users know.
 _STORAGE_ERRNO = {
@@ -532,102 +423,12 @@ class Sidecar:
     # -- rows (call inside ``transaction``) ---------------------------------------------
 
     @staticmethod
-    def put_rows(conn: sqlite3.Connection, rows: Iterable[Row]) -> None:
-        conn.executemany(
-            _UPSERT,
-            (
-                (
-                    r.id,
-                    r.status,
-                    r.content_type,
-                    r.worker_id,
-                    r.ingestion_task_id,
-                    r.created_us,
-                    r.timeout_us,
-                    r.finished_us,
-                    r.version,
-                    r.size,
-                    r.body,
-                    r.priority,
-                    r.not_before_us,
-                    r.unique_key,
-                )
-                for r in rows
-            ),
-        )
-
-    @staticmethod
-    def write_row(conn: sqlite3.Connection, job_id: str, row: Row | None) -> Row | None:
-        """Insert, update or (``row`` None) delete the job's row, inside the caller's
-        transaction; returns the row it had before, to put back if the write fails.
-
-        The update sets only the indexed columns whose stored value differs: SQLite then
-        leaves the other indexes alone, which halves the cost of a typical transition.
-        """
-        found = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        before = None if found is None else Row(*found)
-        if row is None:
-            if before is not None:
-                Sidecar.drop_row(conn, job_id)
-        elif before is None:
-            Sidecar.put_rows(conn, [row])
-        else:
-            columns = ["version = ?", "size = ?", "body = ?", "finished_us = ?"]
-            values: list[Any] = [row.version, row.size, row.body, row.finished_us]
-            for column in _CHANGEABLE:
-                value = getattr(row, column)
-                if value != getattr(before, column):
-                    columns.append(f"{column} = ?")
-                    values.append(value)
-            values.append(job_id)
-            conn.execute(f"UPDATE jobs SET {', '.join(columns)} WHERE id = ?", values)
-        return before
-
-    @staticmethod
-    def replace_all_rows(conn: sqlite3.Connection, rows: Iterable[Row]) -> None:
-        """Swap every row for ``rows`` inside the caller's transaction.
-
-        The secondary indexes and the counting triggers are dropped and rebuilt around the
-        bulk insert: building an index from sorted data once, and counting once, is several
-        times cheaper than maintaining both row by row.
-        Readers in other processes keep their snapshot until the transaction commits.
-        """
-        derived = conn.execute(
-            "SELECT type, name, sql FROM sqlite_master"
-            " WHERE type IN ('index', 'trigger') AND tbl_name = 'jobs' AND sql IS NOT NULL"
-        ).fetchall()
-        for kind, name, _ in derived:
-            conn.execute(f'DROP {kind.upper()} "{name}"')
-        conn.execute("DELETE FROM jobs")
-        conn.execute("DELETE FROM job_counts")
-        Sidecar.put_rows(conn, rows)
-        conn.execute(_RECOUNT)
-        for _, _, sql in derived:
-            conn.execute(sql)
-
-    @staticmethod
     def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
         conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def get_meta(self, key: str) -> str | None:
         rows = self._all("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None
-
-    @staticmethod
-    def rows_of(conn: sqlite3.Connection, job_ids: Iterable[str]) -> dict[str, Row]:
-        """The current rows of ``job_ids`` (those that have one), inside a transaction."""
-        found: dict[str, Row] = {}
-        for job_id in job_ids:
-            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is not None:
-                found[job_id] = Row(*row)
-        return found
-
-    @staticmethod
-    def drop_row(conn: sqlite3.Connection, job_id: str) -> None:
-        conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-
-    # -- reads ----------------------------------------------------------------------------
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Rows of one read statement (for the journal's intents)."""
@@ -742,18 +543,6 @@ class Sidecar:
             f" AND content_type IN ({marks}) ORDER BY timeout_us, id LIMIT ?"
         )
         return [r[0] for r in self._all(sql, (now_us, *content_types, limit))]
-
-    @staticmethod
-    def key_holder(conn: sqlite3.Connection, unique_key: str, job_id: str) -> str | None:
-        """The pending or processing job other than ``job_id`` that holds ``unique_key``,
-        inside the caller's write transaction (writers are serialised, so the answer holds
-        until it commits)."""
-        row = conn.execute(
-            "SELECT id FROM jobs WHERE unique_key = ? AND id != ?"
-            " AND status IN ('pending', 'processing') LIMIT 1",
-            (unique_key, job_id),
-        ).fetchone()
-        return None if row is None else str(row[0])
 
     def grouped_counts(self, column: str) -> dict[str, int]:
         """Jobs per status, content type or worker (jobs without a worker left out)."""

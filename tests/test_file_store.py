@@ -594,15 +594,16 @@ def _slow_claim_all(target: str, name: str, order: list[str] | None, start: Any,
     the sidecar and taking the job, so rival claimers pick the same candidates."""
     import time
 
+    from hybridstore.claims import Claims
     from tests.contract.test_concurrency import claim_all
 
-    original = JobStore._try_claim  # the lead's seam to come; file-store internals for now
+    original = Claims._try_claim  # the file store's claim of one candidate
 
-    def slow_try_claim(self: JobStore, *args: Any) -> Any:
+    def slow_try_claim(self: Claims, *args: Any) -> Any:
         time.sleep(0.002)
         return original(self, *args)
 
-    JobStore._try_claim = slow_try_claim  # type: ignore[method-assign]
+    Claims._try_claim = slow_try_claim  # type: ignore[method-assign]
     claim_all(target, name, order, start, out)
 
 
