@@ -26,8 +26,9 @@ Resources (JSON in and out; a job is ``RemoteJob``'s own JSON, id under ``id``):
 ==========================================  =======  =====================================
 
 Errors: ``{"error": CODE, "message": TEXT, ...}`` (``httpwire``); never a traceback.
-Authentication, roles and the body cap are enforced by ``Guard``, an ASGI middleware that
-runs before any route, so a refused request reaches neither a handler nor the store.
+Authentication, roles and the body cap are enforced by ``Guard`` (``httpguard``), an ASGI
+middleware that runs before any route, so a refused request reaches neither a handler nor
+the store.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -49,13 +49,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import HybridStoreError, InvalidArgument, JobNotFound
+from .httpguard import Guard, json_error
 from .httpwire import CLAIM_WAIT_MAX, error_body
 from .model import RemoteJob, validate_job_id
 from .repository import IfDuplicate, JobRepository
-from .tokens import ADMIN, WORKER, TokenTable
+from .tokens import TokenTable
 
 __all__ = ["CLAIM_WAIT_MAX", "Guard", "app_from_environment", "create_app"]
 
@@ -66,142 +66,6 @@ DEFAULT_MAX_BODY = 8 * 1024 * 1024
 BODY_SLACK = 64 * 1024
 # The longest a waiting claim sleeps between two looks at the store when nothing wakes it.
 POLL_MAX = 2.0
-SESSION_COOKIE = "hybridstore_session"
-CSRF_HEADER = "x-csrf-token"
-
-# (method, path) a worker token may call; every other route needs admin.
-_WORKER_ROUTES = [
-    ("POST", re.compile(r"/claims")),
-    ("POST", re.compile(r"/jobs/[^/]+/(heartbeat|complete|fail)")),
-    ("GET", re.compile(r"/jobs/[^/]+")),
-]
-_PUBLIC_ROUTES = [
-    ("GET", re.compile(r"/healthz")),
-    ("GET", re.compile(r"/login")),
-    ("POST", re.compile(r"/login")),
-    ("POST", re.compile(r"/logout")),
-    ("GET", re.compile(r"/static/dashboard\.(js|css)")),
-]
-# The dashboard: a browser with the session cookie (admin only).
-_DASHBOARD = re.compile(r"/|/ui/.*")
-
-
-def _matches(routes: list[tuple[str, re.Pattern[str]]], method: str, path: str) -> bool:
-    return any(m == method and p.fullmatch(path) for m, p in routes)
-
-
-def _json_error(status: int, code: str, message: str) -> Response:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
-
-
-class Guard:
-    """Authentication, roles, CSRF for the dashboard, and the request body cap.
-
-    * ``Authorization: Bearer TOKEN`` for the API; a missing or unknown token is 401, a
-      token whose role may not make the call 403, before any route runs.
-    * The dashboard (``/`` and ``/ui/…``) takes the session cookie set by ``POST /login``
-      instead; its POSTs need the CSRF header and, when the browser sends one, an
-      ``Origin`` equal to the server's own.
-    * A body longer than ``max_body`` is refused with 413 before it is read whole.
-    """
-
-    def __init__(self, app: ASGIApp, tokens: TokenTable, max_body: int) -> None:
-        self.app = app
-        self.tokens = tokens
-        self.max_body = max_body
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        refusal = self._refusal(scope)
-        if refusal is not None:
-            await refusal(scope, receive, send)
-            return
-        body, refusal = await self._read_body(scope, receive)
-        if refusal is not None:
-            await refusal(scope, receive, send)
-            return
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # the disconnect, for long polls
-
-        await self.app(scope, replay, send)
-
-    def _refusal(self, scope: Scope) -> Response | None:
-        method, path = scope["method"], scope["path"]
-        if _matches(_PUBLIC_ROUTES, method, path):
-            return None
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        auth = headers.get("authorization", "")
-        if _DASHBOARD.fullmatch(path) and not auth:
-            session = _cookie(headers.get("cookie", ""), SESSION_COOKIE)
-            if self.tokens.session_role(session) != ADMIN:
-                if method == "GET" and path == "/":
-                    return Response(status_code=303, headers={"Location": "/login"})
-                return _json_error(401, "unauthorized", "log in first")
-            if method != "GET":
-                assert session is not None
-                if headers.get(CSRF_HEADER, "") != TokenTable.csrf_for(session):
-                    return _json_error(403, "forbidden", "missing or wrong CSRF token")
-                origin = headers.get("origin")
-                if origin is not None and not _same_origin(origin, headers.get("host", "")):
-                    return _json_error(403, "forbidden", "cross-site request refused")
-            return None
-        scheme, _, token = auth.partition(" ")
-        role = self.tokens.role_of(token.strip()) if scheme.lower() == "bearer" else None
-        if role is None:
-            return _json_error(401, "unauthorized", "a valid bearer token is required")
-        if role == ADMIN:
-            return None
-        if role == WORKER and _matches(_WORKER_ROUTES, method, path):
-            return None
-        return _json_error(403, "forbidden", f"a {role} token may not {method} {path}")
-
-    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[bytes, Response | None]:
-        too_large = _json_error(
-            413, "request_too_large", f"request body over the limit of {self.max_body} bytes"
-        )
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    return b"", _json_error(400, "invalid_body", "bad Content-Length")
-                if declared > self.max_body:
-                    return b"", too_large
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                return b"", too_large
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks), None
-
-
-def _cookie(header: str, name: str) -> str | None:
-    for part in header.split(";"):
-        key, _, value = part.strip().partition("=")
-        if key == name:
-            return value
-    return None
-
-
-def _same_origin(origin: str, host: str) -> bool:
-    return origin.split("://", 1)[-1].rstrip("/") == host
 
 
 # A query parameter that may repeat (``?status=failed&status=timeout``: any of them).
@@ -378,24 +242,24 @@ def create_app(
     async def invalid_request(_request: Request, exc: RequestValidationError) -> Response:
         json_invalid = any(e.get("type") == "json_invalid" for e in exc.errors())
         code = "malformed_json" if json_invalid else "invalid_body"
-        return _json_error(400, code, _validation_message(exc))
+        return json_error(400, code, _validation_message(exc))
 
     @app.exception_handler(_BadBody)
     async def bad_body(_request: Request, exc: _BadBody) -> Response:
-        return _json_error(400, exc.code, str(exc))
+        return json_error(400, exc.code, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _json_error(exc.status_code, code, str(exc.detail))
+        return json_error(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> Response:
         if isinstance(exc, (TypeError, ValueError)):
             # A value of the wrong kind that got past the checks: the caller's, not ours.
-            return _json_error(400, "invalid_argument", f"invalid argument ({type(exc).__name__})")
+            return json_error(400, "invalid_argument", f"invalid argument ({type(exc).__name__})")
         log.error("unexpected_error", error=type(exc).__name__)
-        return _json_error(500, "internal_error", "internal server error")
+        return json_error(500, "internal_error", "internal server error")
 
     # -- health and reads -----------------------------------------------------------------
 
@@ -469,7 +333,7 @@ def create_app(
         try:
             raw = json.loads(await request.body())
         except ValueError:
-            return _json_error(400, "malformed_json", "the body is not JSON")
+            return json_error(400, "malformed_json", "the body is not JSON")
         if not isinstance(raw, list):
             raise InvalidArgument("POST /jobs/batch takes a JSON array of jobs")
         try:

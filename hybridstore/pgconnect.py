@@ -27,6 +27,7 @@ __all__ = [
     "connect",
     "connect_kwargs",
     "database_missing",
+    "is_connection_error",
     "require_psycopg",
 ]
 
@@ -34,6 +35,13 @@ INSTALL_HINT = "pip install 'hybridstore[postgres]'"
 # What creates a database's schema (and the database itself when the server allows it).
 INIT_COMMAND = "hybridstore db init"
 _MISSING_DATABASE = re.compile(r'database "[^"]*" does not exist')
+
+
+def is_connection_error(exc: Exception) -> bool:
+    """The server was lost (rather than a statement refused)."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    # No SQLSTATE: the client lost the server. 08: connection exception. 57P: shutdown.
+    return sqlstate is None or sqlstate.startswith(("08", "57P"))
 
 
 def database_missing(error: BaseException) -> bool:

@@ -9,7 +9,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from .model import ACTIVE_STATUSES, TERMINAL_STATUSES, RemoteJob
+from .model import ACTIVE_STATUSES, TERMINAL_STATUSES, JobStatus, RemoteJob
 
 __all__ = [
     "ACTIVE",
@@ -24,6 +24,8 @@ __all__ = [
     "ORDER",
     "RETURNING",
     "SET",
+    "STATISTICS",
+    "TABLE_SIZE",
     "TERMINAL",
     "UPDATE",
     "UPDATE_IF_VERSION",
@@ -32,6 +34,7 @@ __all__ = [
     "job_from_row",
     "job_params",
     "json_text",
+    "statistics_from_rows",
     "update_params",
     "where_sql",
 ]
@@ -95,6 +98,17 @@ FINISHED = "coalesce(completed_at, updated_at)"  # matches the remote_jobs_statu
 
 ACTIVE = sorted(s.value for s in ACTIVE_STATUSES)
 TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)
+
+# One scan for every count: GROUPING() tells which grouping set a row is from.
+STATISTICS = (
+    "SELECT GROUPING(status, content_type, worker_id), status, content_type,"
+    " worker_id, count(*) FROM remote_jobs"
+    " GROUP BY GROUPING SETS ((status), (content_type), (worker_id), ())"
+)
+TABLE_SIZE = (
+    "SELECT pg_total_relation_size("
+    "(quote_ident(current_schema()) || '.remote_jobs')::regclass)"
+)
 
 
 def json_text(value: Any) -> str | None:
@@ -174,3 +188,28 @@ def where_sql(filters: dict[str, list[str]]) -> tuple[str, list[Any]]:
             parts.append(f"{column} = ANY(%s::text[])")
             params.append(values)
     return (" WHERE " + " AND ".join(parts) if parts else ""), params
+
+
+def statistics_from_rows(rows: Sequence[Sequence[Any]], size_bytes: int) -> dict[str, Any]:
+    """``statistics()`` from the rows of ``STATISTICS`` and the table's size in bytes."""
+    total = 0
+    by_status: dict[str, int] = {}
+    by_content: dict[str, int] = {}
+    by_worker: dict[str, int] = {}
+    for grouping, status, content_type, worker_id, n in rows:
+        if grouping == 0b011:
+            by_status[status] = n
+        elif grouping == 0b101:
+            by_content[content_type] = n
+        elif grouping == 0b110:
+            if worker_id is not None:
+                by_worker[worker_id] = n
+        else:
+            total = n
+    return {
+        "total_jobs": total,
+        "status_counts": {s.value: by_status.get(s.value, 0) for s in JobStatus},
+        "content_type_counts": dict(sorted(by_content.items())),
+        "worker_counts": dict(sorted(by_worker.items())),
+        "storage_size_mb": round(size_bytes / (1024 * 1024), 2),
+    }

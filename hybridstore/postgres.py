@@ -10,11 +10,12 @@ How the contract maps onto the database:
   (``SELECT ... FOR UPDATE``), apply the rule from ``hybridstore.lifecycle`` and write the
   result back before committing; ``claim_next`` adds ``SKIP LOCKED`` so concurrent workers
   on any number of machines pass each other instead of queueing on one row.
-* Claims (``claim_next``, ``claim_many``) are one transaction: abandoned leases of the asked
-  content types are locked (``SKIP LOCKED``) and taken back, then the first ready jobs are
-  locked with ``SKIP LOCKED`` from two partial indexes in claim order (``remote_jobs_ready*``:
-  pending without ``not_before``; ``remote_jobs_delayed``: pending whose ``not_before`` has
-  come), so neither delayed jobs nor other workers' claims are ever scanned or waited for.
+* Claims (``claim_next``, ``claim_many``, in ``hybridstore.pgclaims``) are one transaction:
+  abandoned leases of the asked content types are locked (``SKIP LOCKED``) and taken back,
+  then the first ready jobs are locked with ``SKIP LOCKED`` from two partial indexes in claim
+  order (``remote_jobs_ready*``: pending without ``not_before``; ``remote_jobs_delayed``:
+  pending whose ``not_before`` has come), so neither delayed jobs nor other workers' claims
+  are ever scanned or waited for.
 * Unique keys: a unique partial index (``remote_jobs_unique_key``) decides between concurrent
   adds; its violation becomes ``DuplicateJob``.
 * ``save(expected_version=...)`` is a conditional ``UPDATE ... WHERE version = %s`` (or an
@@ -53,30 +54,33 @@ from .model import (
     RemoteJob,
     validate_job_id,
 )
+from .pgclaims import claim_rows, expire_rows, write_job
 from .pgconnect import (
     INIT_COMMAND,
     configure,
     connect,
     connect_kwargs,
     database_missing,
+    is_connection_error,
     require_psycopg,
 )
+from .pgimport import import_batch
 from .pgrows import (
     ACTIVE,
     ADD,
     FIELDS,
     FINISHED,
-    INSERT,
     LOCK_ONE,
     NOW,
     ORDER,
-    SET,
+    STATISTICS,
+    TABLE_SIZE,
     TERMINAL,
-    UPDATE,
     UPDATE_IF_VERSION,
     UPSERT,
     job_from_row,
     job_params,
+    statistics_from_rows,
     update_params,
     where_sql,
 )
@@ -88,7 +92,6 @@ from .repository import (
     check_page,
     claim_arguments,
     filter_values,
-    import_action,
 )
 
 if TYPE_CHECKING:
@@ -102,12 +105,7 @@ __all__ = ["PostgresJobRepository"]
 # sessions (libpq sends Terminate on the shared sockets), so they are kept, never touched.
 _ABANDONED: list[object] = []
 
-
-#: Abandoned leases one claim takes back at most: a claim's cost stays bounded even after
-#: many workers died at once (the rest are taken back by the next claims).
-TAKE_BACK_BATCH = 32
 UNIQUE_KEY_INDEX = "remote_jobs_unique_key"
-_CLAIM_ORDER = ' ORDER BY priority DESC, created_at, id COLLATE "C"'
 
 
 def _key_violation(exc: Exception) -> bool:
@@ -118,47 +116,6 @@ def _key_violation(exc: Exception) -> bool:
         isinstance(exc, psycopg.errors.UniqueViolation)
         and getattr(exc.diag, "constraint_name", None) == UNIQUE_KEY_INDEX
     )
-
-
-def _candidates_sql(by_type: bool) -> str:
-    """The ready jobs a claim may take: the first ``n`` in claim order of each partial index
-    (per content type when asked), locked, skipping rows other transactions hold."""
-    if by_type:
-        ready = (
-            f"SELECT j.* FROM unnest(%(types)s::text[]) AS t(ct) CROSS JOIN LATERAL ("
-            f"SELECT {FIELDS} FROM remote_jobs WHERE status = 'pending'"
-            f" AND not_before IS NULL AND content_type = t.ct{_CLAIM_ORDER}"
-            " LIMIT %(n)s FOR UPDATE SKIP LOCKED) AS j"
-        )
-        due_types = " AND content_type = ANY(%(types)s::text[])"
-    else:
-        ready = (
-            f"SELECT {FIELDS} FROM remote_jobs WHERE status = 'pending'"
-            f" AND not_before IS NULL{_CLAIM_ORDER} LIMIT %(n)s FOR UPDATE SKIP LOCKED"
-        )
-        due_types = ""
-    due = (
-        f"SELECT {FIELDS} FROM remote_jobs WHERE status = 'pending'"
-        f" AND not_before <= %(now)s{due_types}{_CLAIM_ORDER}"
-        " LIMIT %(n)s FOR UPDATE SKIP LOCKED"
-    )
-    return (
-        f"WITH ready AS ({ready}), due AS ({due}) SELECT * FROM ready UNION ALL SELECT * FROM due"
-    )
-
-
-CLAIM_CANDIDATES = _candidates_sql(False)
-CLAIM_CANDIDATES_BY_TYPE = _candidates_sql(True)
-ABANDONED = (
-    f"SELECT {FIELDS} FROM remote_jobs WHERE status = 'processing' AND timeout_at < %(now)s"
-    '{types} ORDER BY timeout_at, id COLLATE "C" LIMIT %(limit)s FOR UPDATE SKIP LOCKED'
-)
-
-
-def _is_connection_error(exc: Exception) -> bool:
-    sqlstate = getattr(exc, "sqlstate", None)
-    # No SQLSTATE: the client lost the server. 08: connection exception. 57P: shutdown.
-    return sqlstate is None or sqlstate.startswith(("08", "57P"))
 
 
 # -- the repository -----------------------------------------------------------------------
@@ -267,7 +224,7 @@ class PostgresJobRepository:
         except PoolTimeout as exc:
             raise BackendUnavailable(f"{self._target}: no connection available: {exc}") from exc
         except psycopg.OperationalError as exc:
-            if _is_connection_error(exc):
+            if is_connection_error(exc):
                 raise BackendUnavailable(f"{self._target}: {about}{exc}") from exc
             raise
 
@@ -430,27 +387,8 @@ class PostgresJobRepository:
         raise AssertionError("unreachable")
 
     def _import_batch(self, batch: dict[str, RemoteJob]) -> ImportResult:
-        result = ImportResult()
         with self._cursor(transaction=True) as cur:
-            rows = cur.execute(
-                f"SELECT {FIELDS} FROM remote_jobs WHERE id = ANY(%s::text[]) FOR UPDATE",
-                (list(batch),),
-            ).fetchall()
-            stored = {job.id: job for job in map(job_from_row, rows)}
-            inserts: list[list[Any]] = []
-            updates: list[list[Any]] = []
-            for job_id, job in batch.items():
-                action = import_action(stored.get(job_id), job)
-                if action == "insert":
-                    inserts.append(job_params(job, job.version))
-                elif action == "replace":
-                    updates.append(update_params(job, job.version))
-                result.record(job_id, action)
-            if inserts:
-                cur.executemany(INSERT, inserts)
-            if updates:
-                cur.executemany(SET, updates)
-        return result
+            return import_batch(cur, batch)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -531,38 +469,10 @@ class PostgresJobRepository:
         """Counts by status (all six), content type and worker; total; the table's size on
         disk (rows, indexes and TOAST) as ``storage_size_mb``."""
         with self._cursor() as cur:
-            # One scan for every count: GROUPING() tells which grouping set a row is from.
-            rows = cur.execute(
-                "SELECT GROUPING(status, content_type, worker_id), status, content_type,"
-                " worker_id, count(*) FROM remote_jobs"
-                " GROUP BY GROUPING SETS ((status), (content_type), (worker_id), ())"
-            ).fetchall()
-            size_row = cur.execute(
-                "SELECT pg_total_relation_size("
-                "(quote_ident(current_schema()) || '.remote_jobs')::regclass)"
-            ).fetchone()
+            rows = cur.execute(STATISTICS).fetchall()
+            size_row = cur.execute(TABLE_SIZE).fetchone()
         assert size_row is not None
-        total = 0
-        by_status: dict[str, int] = {}
-        by_content: dict[str, int] = {}
-        by_worker: dict[str, int] = {}
-        for grouping, status, content_type, worker_id, n in rows:
-            if grouping == 0b011:
-                by_status[status] = n
-            elif grouping == 0b101:
-                by_content[content_type] = n
-            elif grouping == 0b110:
-                if worker_id is not None:
-                    by_worker[worker_id] = n
-            else:
-                total = n
-        return {
-            "total_jobs": total,
-            "status_counts": {s.value: by_status.get(s.value, 0) for s in JobStatus},
-            "content_type_counts": dict(sorted(by_content.items())),
-            "worker_counts": dict(sorted(by_worker.items())),
-            "storage_size_mb": round(int(size_row[0]) / (1024 * 1024), 2),
-        }
+        return statistics_from_rows(rows, int(size_row[0]))
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -574,13 +484,7 @@ class PostgresJobRepository:
             if row is None:
                 raise JobNotFound(job_id)
             current = job_from_row(row[1:])
-            return self._write(cur, change(current, row[0]), current.version + 1)
-
-    @staticmethod
-    def _write(cur: Cursor, job: RemoteJob, version: int) -> RemoteJob:
-        row = cur.execute(UPDATE, update_params(job, version)).fetchone()
-        assert row is not None, "the row is locked by this transaction"
-        return job_from_row(row)
+            return write_job(cur, change(current, row[0]), current.version + 1)
 
     def claim_next(
         self,
@@ -611,29 +515,7 @@ class PostgresJobRepository:
             return []
         types = sorted(set(wanted)) if wanted is not None else None
         with self._cursor(transaction=True) as cur:
-            clock = cur.execute("SELECT statement_timestamp()").fetchone()
-            assert clock is not None
-            now: datetime = clock[0]
-            params: dict[str, Any] = {"now": now, "n": n, "types": types}
-            abandoned = cur.execute(
-                ABANDONED.format(
-                    types=" AND content_type = ANY(%(types)s::text[])" if types else ""
-                ),
-                {**params, "limit": TAKE_BACK_BATCH},
-            ).fetchall()
-            for row in abandoned:
-                current = job_from_row(row)
-                self._write(cur, lifecycle.take_back(current, now), current.version + 1)
-            rows = cur.execute(
-                CLAIM_CANDIDATES_BY_TYPE if types else CLAIM_CANDIDATES, params
-            ).fetchall()
-            chosen = sorted(map(job_from_row, rows), key=lifecycle.claim_order_key)[:n]
-            return [
-                self._write(
-                    cur, lifecycle.claim(job, worker_id, lease_seconds, now), job.version + 1
-                )
-                for job in chosen
-            ]
+            return claim_rows(cur, worker_id, n, types, lease_seconds)
 
     def heartbeat(
         self,
@@ -701,20 +583,8 @@ class PostgresJobRepository:
         """Processing jobs past their lease → pending (retries left) or timeout, in one
         transaction. Rows another transaction holds (a heartbeat in flight) are skipped and
         judged on the next call."""
-        changed = []
         with self._cursor(transaction=True) as cur:
-            rows = cur.execute(
-                f"SELECT {NOW}, {FIELDS} FROM remote_jobs"
-                f" WHERE status = 'processing' AND timeout_at < {NOW}"
-                ' ORDER BY timeout_at, id COLLATE "C" FOR UPDATE SKIP LOCKED',
-                (now, now),
-            ).fetchall()
-            for row in rows:
-                current = job_from_row(row[1:])
-                if lifecycle.is_overdue(current, row[0]):
-                    new = lifecycle.expire(current, row[0])
-                    changed.append(self._write(cur, new, current.version + 1))
-        return changed
+            return expire_rows(cur, now)
 
     def cleanup(self, days_old: float = 7, now: datetime | None = None) -> int:
         """Delete ``old_jobs(days_old, now)`` in one statement; return how many."""

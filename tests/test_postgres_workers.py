@@ -12,7 +12,7 @@ import pytest
 from hybridstore import JobStatus, PostgresJobRepository
 from hybridstore.migrations import load_migrations
 from hybridstore.model import utcnow
-from hybridstore.postgres import ABANDONED, CLAIM_CANDIDATES, CLAIM_CANDIDATES_BY_TYPE
+from hybridstore.pgclaims import ABANDONED, CLAIM_CANDIDATES, CLAIM_CANDIDATES_BY_TYPE
 from tests.conftest import new_job
 
 pytestmark = pytest.mark.postgres

@@ -1,0 +1,5 @@
+"""``python -m hybridstore.cli``: the ``hybridstore`` command."""
+
+from . import main
+
+main()
