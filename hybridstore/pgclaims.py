@@ -87,22 +87,16 @@ def claim_rows(
     now: datetime = clock[0]
     params: dict[str, Any] = {"now": now, "n": n, "types": types}
     abandoned = cur.execute(
-        ABANDONED.format(
-            types=" AND content_type = ANY(%(types)s::text[])" if types else ""
-        ),
+        ABANDONED.format(types=" AND content_type = ANY(%(types)s::text[])" if types else ""),
         {**params, "limit": TAKE_BACK_BATCH},
     ).fetchall()
     for row in abandoned:
         current = job_from_row(row)
         write_job(cur, lifecycle.take_back(current, now), current.version + 1)
-    rows = cur.execute(
-        CLAIM_CANDIDATES_BY_TYPE if types else CLAIM_CANDIDATES, params
-    ).fetchall()
+    rows = cur.execute(CLAIM_CANDIDATES_BY_TYPE if types else CLAIM_CANDIDATES, params).fetchall()
     chosen = sorted(map(job_from_row, rows), key=lifecycle.claim_order_key)[:n]
     return [
-        write_job(
-            cur, lifecycle.claim(job, worker_id, lease_seconds, now), job.version + 1
-        )
+        write_job(cur, lifecycle.claim(job, worker_id, lease_seconds, now), job.version + 1)
         for job in chosen
     ]
 

@@ -106,8 +106,7 @@ STATISTICS = (
     " GROUP BY GROUPING SETS ((status), (content_type), (worker_id), ())"
 )
 TABLE_SIZE = (
-    "SELECT pg_total_relation_size("
-    "(quote_ident(current_schema()) || '.remote_jobs')::regclass)"
+    "SELECT pg_total_relation_size((quote_ident(current_schema()) || '.remote_jobs')::regclass)"
 )
 
 

@@ -35,9 +35,7 @@ from .group import (
     help="uvicorn worker processes (on PostgreSQL, or a data directory: both are safe).",
 )
 @pass_context
-def serve(
-    context: Context, host: str, port: int, token_file: str | None, workers: int
-) -> None:
+def serve(context: Context, host: str, port: int, token_file: str | None, workers: int) -> None:
     """Serve the store over HTTP to remote workers (tokens required; TLS: use a proxy)."""
     from ..tokens import load_tokens
 
