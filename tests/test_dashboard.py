@@ -64,13 +64,16 @@ def browser() -> Iterator[Any]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def _login(browser: Any, server: ServerProcess, token: str) -> None:
+def _login(browser: Any, server: ServerProcess, token: str, *, refused: bool = False) -> None:
     from selenium.webdriver.common.by import By
 
     browser.get(server.url + "/")
     assert browser.current_url.endswith("/login")
     browser.find_element(By.ID, "token").send_keys(token)
     browser.find_element(By.ID, "login").click()
+    # click() returns before the login's navigation ends; a get() now could cut it short.
+    if not refused:
+        _wait(browser, lambda b: not b.current_url.endswith("/login"))
 
 
 def _wait(browser: Any, condition: Any, timeout: float = 10) -> Any:
@@ -94,10 +97,10 @@ def test_log_in_and_see_the_counts_refresh_without_a_reload(
     for content_type in ("audio", "audio", "video"):
         direct.add(new_job(content_type=content_type))
     direct.add(new_job(status=JobStatus.FAILED, content_type="<b>pdf</b>"))
-    _login(browser, server, "not-the-token-at-all")
+    _login(browser, server, "not-the-token-at-all", refused=True)
     error = _wait(browser, lambda b: b.find_elements(By.ID, "login-error"))
     assert "not an admin token" in error[0].text
-    _login(browser, server, WORKER_TOKEN)  # a worker token does not open the dashboard
+    _login(browser, server, WORKER_TOKEN, refused=True)  # a worker token does not open it
     _wait(browser, lambda b: b.find_elements(By.ID, "login-error"))
     assert not browser.get_cookies()
     _login(browser, server, ADMIN_TOKEN)
