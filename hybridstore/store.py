@@ -1,25 +1,13 @@
 """``JobStore``: the file-backed repository, composing the files, the sidecar and the locks.
 
-The write protocol, in one place (``_commit``), for every operation that changes a job:
-
-1. take the job's lock (``locks.StripeLocks``: an flock on the one of ``LOCK_STRIPES``
-   files in ``.locks/`` that its id hashes to) and read its current file;
-2. in one short ``BEGIN IMMEDIATE`` commit, write the job's new row and an intent naming
-   this write (a random token);
-3. change the files: write the new body atomically into its status directory, then remove
-   the old one if the status changed (fsyncs included when ``durable``); release the lock.
-
-The intent is cleared lazily, by this process's next write transaction: one commit per
-write. So the row leads the files by at most one write, never lags them, and the file at
-the row's status is always the newest copy of a job (``get`` relies on it).
-
-A process killed anywhere in 2–3 leaves an intent naming the job. Whoever next takes the
-job's lock, or the next ``JobStore`` opened on the directory, checks such a job: if its
-files say exactly what its row says the write finished and the intent is merely dropped,
-otherwise that job's row is re-derived from its files (``_repair_locked``). Recovery costs
-what the crash touched, not a full reindex. Reads take no lock: a rename is atomic, so a
-reader sees a whole body. Set queries are answered from the bodies copied into the sidecar,
-so they may show a write a few milliseconds before its file lands; point reads read the file.
+Each concern has its own module: ``files`` (the layout, atomic writes, strict reads),
+``sidecar`` and ``rows`` (the SQLite index), ``locks`` (job stripes, the write gate),
+``journal`` (the one-commit write protocol and crash recovery: every write goes through
+``Journal.commit``), ``claims`` (claims in claim order, abandoned leases taken back) and
+``maintenance`` (the sidecar's health, rebuild, verify, repair). This module opens them
+and answers the repository calls. Reads take no lock: a rename is atomic, so a reader sees
+a whole body. Set queries are answered from the bodies copied into the sidecar, so they may
+show a write a few milliseconds before its file lands; point reads read the file.
 """
 
 from __future__ import annotations
