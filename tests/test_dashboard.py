@@ -6,6 +6,7 @@ plain HTTP.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -43,7 +44,10 @@ def direct(server: ServerProcess) -> Iterator[JobStore]:
 @pytest.fixture
 def browser() -> Iterator[Any]:
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install ...)")
+        reason = "needs Debian's chromium and chromium-driver (apt-get install ...)"
+        if os.environ.get("HYBRIDSTORE_REQUIRE_BROWSER") == "1":  # set by CI: never skip
+            pytest.fail(reason)
+        pytest.skip(reason)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
