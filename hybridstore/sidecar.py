@@ -506,13 +506,15 @@ class Sidecar:
         content types: pending with no ``not_before``, read from the head of an index, and
         delayed jobs whose ``not_before`` has passed, read from the index of that instant.
         Delayed jobs still waiting are never read."""
+        # INDEXED BY: without statistics the planner may take the status index and sort
+        # every pending job; these partial indexes are what keeps a claim flat in store size.
         ready = (
-            "SELECT id, priority, created_us FROM jobs"
+            "SELECT id, priority, created_us FROM jobs INDEXED BY {index}"
             " WHERE status = 'pending' AND not_before_us IS NULL{ct}"
-            " ORDER BY priority DESC, created_us, id LIMIT ?"
+            " ORDER BY {order}priority DESC, created_us, id LIMIT ?"
         )
         due = (
-            "SELECT id, priority, created_us FROM jobs"
+            "SELECT id, priority, created_us FROM jobs INDEXED BY jobs_delayed"
             " WHERE status = 'pending' AND not_before_us IS NOT NULL AND not_before_us <= ?{ct}"
             " ORDER BY not_before_us LIMIT ?"
         )
@@ -520,10 +522,12 @@ class Sidecar:
         # One ordered index range per content type, merged here: a single IN (...) query
         # would sort every pending job of those types on each claim.
         for content_type in [None] if content_types is None else dict.fromkeys(content_types):
-            ct, params = (
-                ("", []) if content_type is None else (" AND content_type = ?", [content_type])
-            )
-            rows += self._all(ready.format(ct=ct), [*params, limit])
+            if content_type is None:
+                ct, params, index, order = "", [], "jobs_ready", ""
+            else:
+                ct, params = " AND content_type = ?", [content_type]
+                index, order = "jobs_ready_content_type", "content_type, "
+            rows += self._all(ready.format(ct=ct, index=index, order=order), [*params, limit])
             rows += self._all(due.format(ct=ct), [now_us, *params, limit])
         rows.sort(key=lambda r: (-r[1], r[2], r[0].encode()))
         return [r[0] for r in rows[:limit]]
