@@ -155,7 +155,7 @@ def _log(message: str) -> None:
     sys.stderr.flush()
 
 
-def _unreachable(dsn: str) -> str | None:
+def unreachable(dsn: str) -> str | None:
     """Why the server cannot be used, or None when it answers."""
     try:
         import psycopg
@@ -177,7 +177,7 @@ def _unreachable(dsn: str) -> str | None:
 def pg(bench: BenchData) -> Iterator[PgData]:
     """The PostgreSQL side, or a skip (a failure with HYBRIDSTORE_BENCH_REQUIRE_PG=1)."""
     dsn = server_dsn()
-    reason = _unreachable(dsn)
+    reason = unreachable(dsn)
     if reason is not None:
         if os.environ.get("HYBRIDSTORE_BENCH_REQUIRE_PG") == "1":
             pytest.fail(f"{reason} (HYBRIDSTORE_BENCH_REQUIRE_PG=1)", pytrace=False)
