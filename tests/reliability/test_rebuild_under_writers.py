@@ -160,7 +160,7 @@ def _mover(data_dir: str, name: str, seconds: float, queue: Any) -> None:
             if job.status is JobStatus.PROCESSING and job.worker_id == name:
                 store.complete(job.id, name, {"n": n}, attempt=job.attempt)
             ops += 1
-    queue.put(ops)
+    queue.put((name, ops))
 
 
 def _reindexer(data_dir: str, seconds: float, queue: Any) -> None:
@@ -170,7 +170,7 @@ def _reindexer(data_dir: str, seconds: float, queue: Any) -> None:
         while time.monotonic() < deadline:
             store.reindex()
             runs += 1
-    queue.put(runs)
+    queue.put(("reindexes", runs))
 
 
 def _sweeper(data_dir: str, seconds: float, queue: Any) -> None:
@@ -181,7 +181,7 @@ def _sweeper(data_dir: str, seconds: float, queue: Any) -> None:
         with JobStore(data_dir) as store:
             store.expire_overdue()
         runs += 1
-    queue.put(runs)
+    queue.put(("sweeps", runs))
 
 
 @pytest.mark.slow
@@ -201,12 +201,12 @@ def test_reindex_loops_under_movers_and_sweeps_lose_no_row(data_dir: Path) -> No
     ]
     for proc in procs:
         proc.start()
-    counts = [queue.get(timeout=seconds + 120) for _ in procs]
+    counts = dict(queue.get(timeout=seconds + 120) for _ in procs)
     for proc in procs:
         proc.join(60)
         assert proc.exitcode == 0
-    print(f"movers, reindexer, sweeper: {counts} (job cycles, reindexes, sweeps)")
-    assert all(n > 0 for n in counts), counts
+    print(f"rebuild under writers: {counts} (m1, m2: job cycles)")
+    assert len(counts) == 4 and all(n > 0 for n in counts.values()), counts
     files = fs_state(data_dir)
     rows = _rows(data_dir)
     assert {k: v for k, v in files.items() if rows.get(k) != v} == {}
