@@ -477,7 +477,9 @@ class Journal:
                 continue
             except CorruptJobFile as exc:
                 invalid.append((path, exc.reason))
-        copies.sort(key=lambda c: c[0].job.version)
+        # By version; of two copies of one version, the one whose body matches its
+        # directory last (the winner): the other was copied by hand, not moved.
+        copies.sort(key=lambda c: (c[0].job.version, c[0].job.status.value == c[1].parent.name))
         return copies, invalid
 
     def repair_locked(

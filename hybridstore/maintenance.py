@@ -262,9 +262,14 @@ class Maintenance:
         return report
 
     def take_in_moved(self, job_ids: Iterable[str]) -> None:
-        """Rewrite jobs whose files were moved by hand between status directories as that
-        move (``lifecycle.moved_into``): never quarantined, never dropped."""
+        """Rewrite jobs whose one file was moved by hand into another status directory as
+        that move (``lifecycle.moved_into``), and re-derive the rows of the others. A job
+        with several copies (a file copied, not moved) is left alone: which copy is meant
+        cannot be told, so ``verify`` reports it and ``repair`` decides, never a sweep."""
         for job_id in self.journal.each_locked(job_ids, "moved"):
+            copies, invalid = self.journal.copies(job_id)
+            if len(copies) != 1 or invalid:
+                continue
             with contextlib.suppress(CorruptJobFile):
                 self.journal.repair_locked(job_id)
 

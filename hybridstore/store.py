@@ -157,7 +157,9 @@ class JobStore:
                     self._maintenance.open_sidecar()
             if not self.read_only:
                 self.journal.recover_intents()
-                if first:
+                if first and create:
+                    # A store opened to read (create=False) leaves the look for dead temp
+                    # files and moved jobs to writers: it must change nothing on disk.
                     self._maintenance.sweep_directories()
         except BaseException:
             self.close()

@@ -46,7 +46,8 @@ class TokenTable:
                 raise InvalidArgument(f"unknown role {role!r} (roles: admin, worker)")
             if len(token) < MIN_TOKEN_LENGTH:
                 raise InvalidArgument(
-                    f"a {role} token is shorter than {MIN_TOKEN_LENGTH} characters"
+                    f"{'an' if role == 'admin' else 'a'} {role} token is shorter than"
+                    f" {MIN_TOKEN_LENGTH} characters"
                 )
         self._entries = [_Entry(role, token.encode()) for role, token in entries]
 

@@ -74,3 +74,36 @@ def test_verify_repair_takes_a_moved_job_in(data_dir: Path) -> None:
         assert job is not None and job.status is JobStatus.PENDING
         assert store.verify().ok and store.claim_next("w") is not None
     assert not (data_dir / ".quarantine").exists()
+
+
+def test_a_copied_file_changes_nothing_until_repair_and_readers_never_write(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a newcomer: ``cp completed/ID.json failed/`` then ``hybridstore stats`` (a
+    reader) quarantined the original and rewrote the job as failed. A copy is not a move:
+    readers change nothing, an open's look leaves a job with two copies alone, and
+    ``repair`` keeps the copy whose body matches its directory."""
+    from tests.reliability._support import snapshot
+
+    with JobStore(data_dir) as store:
+        store.add(new_job(id="done"))
+        claimed = store.claim_next("w")
+        assert claimed is not None
+        finished = store.complete("done", "w", {"pages": 3}, attempt=claimed.attempt)
+    original = data_dir / "completed" / "done.json"
+    (data_dir / "failed" / "done.json").write_bytes(original.read_bytes())
+    monkeypatch.setattr(hybridstore.maintenance, "TEMP_SWEEP_EVERY", 0)
+    before = snapshot(data_dir)
+    runner = CliRunner()
+    for args in (["stats"], ["list"], ["show", "done"], ["verify"]):
+        runner.invoke(cli, ["--data-dir", str(data_dir), *args])
+    after = snapshot(data_dir)
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    assert not {k for k in changed if not k.startswith("hybridstore.sqlite3")}, changed
+    with JobStore(data_dir) as store:  # a writer's open: its look leaves the two copies
+        assert original.exists() and (data_dir / "failed" / "done.json").exists()
+        assert [p.kind for p in store.verify().drift] == ["duplicate"]
+        store.repair()
+        assert store.get("done") == finished
+        assert store.verify().ok
+    assert original.exists() and not (data_dir / "failed" / "done.json").exists()

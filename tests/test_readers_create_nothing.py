@@ -296,3 +296,35 @@ def test_a_store_on_a_read_only_mount_can_be_read(tmp_path: Path) -> None:
         assert sorted(str(p.relative_to(mount)) for p in mount.rglob("*")) == before
     finally:
         subprocess.run(["umount", "--lazy", str(mount)], capture_output=True)
+
+
+def test_serve_on_a_missing_store_creates_nothing(tmp_path: Path) -> None:
+    """Found by a newcomer: ``--data-dir typo serve`` made a store there and served it."""
+    tokens = "admin:" + "a" * 32
+    done = hybridstore(
+        "--data-dir", str(tmp_path / "typo"), "serve", cwd=tmp_path, HYBRIDSTORE_API_TOKENS=tokens
+    )
+    assert done.returncode == 1 and "hybridstore init" in done.stderr
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "typo").exists()
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
+    """Found by a newcomer: it printed that it was serving, then uvicorn's error, exit 3."""
+    import socket
+
+    JobStore(tmp_path / "store").close()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = hybridstore(
+            "--data-dir",
+            str(tmp_path / "store"),
+            "serve",
+            "--port",
+            str(port),
+            cwd=tmp_path,
+            HYBRIDSTORE_API_TOKENS="admin:" + "a" * 32,
+        )
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and f"127.0.0.1:{port}" in done.stderr

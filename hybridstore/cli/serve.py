@@ -47,7 +47,10 @@ def serve(context: Context, host: str, port: int, token_file: str | None, worker
         from ..httpapi import serve as run_server
     except ImportError as exc:
         fail(f"serve needs the http extra (pip install 'hybridstore[http]'): {exc}")
-    open_repository(target).close()  # create or check the store before listening
+    # The store must exist already (hybridstore init / db init): a typo in a path must
+    # not start a server on a new, empty store.
+    open_repository(target, create=False).close()
+    _check_address(host, port)
     level = click.get_current_context().find_root().params.get("log_level") or "warning"
     run_server(
         target,
@@ -59,3 +62,18 @@ def serve(context: Context, host: str, port: int, token_file: str | None, worker
         # uvicorn's access log is at info: shown unless only errors are asked for.
         log_level=level if level in ("debug", "error", "critical") else "info",
     )
+
+
+def _check_address(host: str, port: int) -> None:
+    """One line and exit 1, before anything is printed, if the address cannot be bound
+    (in use, or not an address of this machine)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")

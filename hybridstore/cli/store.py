@@ -35,7 +35,7 @@ def init(context: Context) -> None:
     with context.file_store("init", create=True) as store:
         click.echo(
             f"initialized {safe(store.data_dir)} (sidecar schema version"
-            f" {store.schema_version}, {store.count()} jobs)"
+            f" {store.schema_version}, {plural(store.count(), 'job')})"
         )
 
 
@@ -61,7 +61,7 @@ def reindex(context: Context) -> None:
         show_bar = sys.stderr.isatty()
         with progress_bar(show_bar, "reindexing") as progress:
             report = store.reindex(progress=progress)
-    click.echo(f"indexed {report.indexed} jobs in {report.seconds:.2f}s")
+    click.echo(f"indexed {plural(report.indexed, 'job')} in {report.seconds:.2f}s")
     if report.skipped:
         click.echo(f"skipped {len(report.skipped)} files:")
         for problem in report.skipped:
@@ -92,9 +92,10 @@ def verify(context: Context, repair: bool, as_json: bool) -> None:
     else:
         _print_problems(report.problems)
         click.echo(
-            f"ok: {report.jobs} jobs, files and sidecar agree"
+            f"ok: {plural(report.jobs, 'job')}, files and sidecar agree"
             if report.ok
-            else f"drift: {len(report.drift)} problems (run 'hybridstore verify --repair')"
+            else f"drift: {plural(len(report.drift), 'problem')}"
+            " (run 'hybridstore verify --repair')"
         )
     sys.exit(0 if report.ok else 1)
 
@@ -310,7 +311,7 @@ def copy(
         echo_json(report.to_dict())
         sys.exit(0 if report.ok else 1)
     click.echo(
-        f"read {report.read} jobs: {report.written} written, {report.unchanged} already"
+        f"read {plural(report.read, 'job')}: {report.written} written, {report.unchanged} already"
         f" there, {len(report.conflicts)} conflicts ({report.seconds:.2f}s)"
     )
     for status in JobStatus:
