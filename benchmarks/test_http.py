@@ -36,6 +36,9 @@ class Server:
     """``hybridstore serve`` on a free loopback port, on ``data_dir``."""
 
     def __init__(self, data_dir: Path) -> None:
+        from hybridstore import JobStore
+
+        JobStore(data_dir).close()  # serve needs an existing store
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]

@@ -41,8 +41,8 @@ class DuplicateJob(JobAlreadyExists):
     def __init__(self, job_id: str, unique_key: str, existing_id: str) -> None:
         HybridStoreError.__init__(
             self,
-            f"job {job_id!r}: unique key {unique_key!r} is held by job {existing_id!r}"
-            " (pending or processing)",
+            f"unique key {unique_key!r} is held by job {existing_id!r} (pending or"
+            f" processing): job {job_id!r} was not stored",
         )
         self.job_id = job_id
         self.unique_key = unique_key

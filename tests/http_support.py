@@ -45,6 +45,10 @@ class ServerProcess:
         args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
     ) -> None:
+        # serve needs an existing store, as a user's would be (hybridstore init / db init).
+        from hybridstore import open_repository
+
+        open_repository(target).close()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path

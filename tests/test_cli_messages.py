@@ -165,3 +165,10 @@ def test_demo_speaks_in_the_right_plurals_and_says_its_workers_sleep(tmp_path: P
     )
     report = json.loads(out)
     assert report["work_seconds_per_job"] > 0 and report["store_ms_per_claim"] > 0
+
+
+def test_copy_onto_the_store_it_reads_is_a_usage_error(tmp_path: Path) -> None:
+    """Found by a newcomer: ``copy --from st --to st`` was accepted with exit 0."""
+    JobStore(tmp_path / "st").close()
+    code, _, err = invoke("copy", "--from", str(tmp_path / "st"), "--to", str(tmp_path / "st/."))
+    assert code == 2 and "copied from" in err

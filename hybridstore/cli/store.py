@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -294,6 +295,8 @@ def copy(
     from ..transfer import copy_jobs
 
     source_target = resolve_target(from_url) if from_url else context.resolved()
+    if _same_store(source_target, resolve_target(to_url)):
+        raise click.UsageError("--to names the store copied from: nothing to copy")
     source = open_repository(source_target, create=False)
     try:
         target = open_repository(to_url)
@@ -340,3 +343,10 @@ SHOWN = 20
 def _more(total: int, what: str) -> None:
     if total > SHOWN:
         click.echo(f"… and {total - SHOWN} more {what}s not shown (--json lists every one)")
+
+
+def _same_store(a: str, b: str) -> bool:
+    """Whether two resolved targets name one store (a directory by its real path)."""
+    if "://" in a or "://" in b:
+        return a == b
+    return os.path.realpath(a) == os.path.realpath(b)
