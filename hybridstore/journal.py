@@ -131,6 +131,9 @@ class Journal:
         self._on_replaced = on_replaced
         #: The jobs the last sweep (``each_locked``) passed over, busy.
         self.last_skipped: list[str] = []
+        #: Whether a repair rewrites a job moved by hand as that move (stores opened to
+        #: write); a reader leaves the file as it is and indexes its body.
+        self.takes_in_moves = True
 
     # -- intents --------------------------------------------------------------------------
 
@@ -423,8 +426,10 @@ class Journal:
                     self.layout.status_dir(job.status), f"{job.id}.json", body, durable=self.durable
                 )
                 done += 1
-        except StorageError:
-            for job, token in zip(jobs[done + 1 :], tokens[done + 1 :], strict=True):
+        except StorageError as exc:
+            # The job that failed has no file unless the error came after its rename.
+            first = done + 1 if exc.in_place else done
+            for job, token in zip(jobs[first:], tokens[first:], strict=True):
                 self._restore_quietly(job.id, None, token)
             raise
         finally:
@@ -483,7 +488,7 @@ class Journal:
         return copies, invalid
 
     def repair_locked(
-        self, job_id: str, *, quarantine_invalid: bool = False
+        self, job_id: str, *, quarantine_invalid: bool = False, take_in_move: bool | None = None
     ) -> tuple[list[str], list[Path]]:
         """Re-derive one job's row from its files; the caller holds the job's lock.
 
@@ -514,11 +519,23 @@ class Journal:
                 rows.put_rows(conn, [row_for(winner.job, winner.data, winner.mtime_us)])
             clear_intent(conn, job_id)
         actions.append(f"reindexed {job_id}" if winner else f"dropped row of {job_id}")
-        if winner is not None and winner_path is not None:
+        if take_in_move is None:
+            take_in_move = self.takes_in_moves
+        if winner is not None and winner_path is not None and take_in_move:
             moved_to = JobStatus(winner_path.parent.name)
             if winner.job.status is not moved_to:
                 # Moved by hand into another status directory: taken as that move.
-                self.store_next(winner.job, moved_into(winner.job, moved_to, utcnow()), "move")
+                moved = moved_into(winner.job, moved_to, utcnow())
+                try:
+                    self.store_next(winner.job, moved, "move")
+                except DuplicateJob as exc:
+                    # Its unique key is held by another active job now: the move is taken,
+                    # the key is not (a hand move cannot be refused, and two active jobs
+                    # must not hold one key).
+                    log.warning("moved_job_lost_its_key", job_id=job_id, holder=exc.existing_id)
+                    self.store_next(
+                        winner.job, moved.model_copy(update={"unique_key": None}), "move"
+                    )
                 actions.append(f"took {job_id} as moved by hand into {moved_to.value}")
         return actions, quarantined
 

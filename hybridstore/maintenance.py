@@ -51,6 +51,7 @@ class Maintenance:
         journal: Journal,
         *,
         read_only: bool,
+        writer: bool,
         read_limit: int,
         lock_timeout: float,
     ) -> None:
@@ -58,6 +59,9 @@ class Maintenance:
         self.sidecar = sidecar
         self.journal = journal
         self.read_only = read_only
+        #: Opened to write (``JobStore(create=True)``): only then may maintenance move or
+        #: rewrite job files on its own (quarantine a leftover copy, take in a moved job).
+        self.writer = writer and not read_only
         self.read_limit = read_limit
         self.lock_timeout = lock_timeout
         # Opening and rebuilding the sidecar: rare, filelock's job (see ``locks``).
@@ -191,7 +195,12 @@ class Maintenance:
         if removed:
             log.warning("removed_dead_temp_files", count=len(removed), files=removed[:20])
 
-    def rebuild(self, progress: ProgressCallback | None) -> ReindexReport:
+    def rebuild(
+        self, progress: ProgressCallback | None, *, explicit: bool = False
+    ) -> ReindexReport:
+        """Rebuild the index from the files. On open (not ``explicit``) a store opened to
+        read moves no file; ``reindex``, asked for, acts as a writer (unless read-only)."""
+        writer = self.writer or (explicit and not self.read_only)
         started = time.perf_counter()
         report = ReindexReport()
         with self.journal.transaction() as conn:
@@ -206,7 +215,9 @@ class Maintenance:
             entries = list(self.layout.scan())
             total = sum(1 for e in entries if e.kind == "job")
             best: dict[str, Row] = {}
-            moved: list[str] = []
+            ranks: dict[str, tuple[int, bool]] = {}
+            paths: dict[str, Path] = {}
+            copies: dict[str, int] = {}
             done = 0
             for entry in entries:
                 if entry.kind != "job":
@@ -228,25 +239,31 @@ class Maintenance:
                     )
                 else:
                     job = found.job
-                    if job.status is not entry.status:
-                        moved.append(job.id)  # by hand: taken in once the index is built
+                    copies[job.id] = copies.get(job.id, 0) + 1
                     row = row_for(job, found.data, found.mtime_us)
+                    # Of two copies, the higher version wins; of one version, the copy whose
+                    # body matches its directory (the other was copied by hand).
+                    rank = (row.version, job.status is entry.status)
                     other = best.get(job.id)
                     if other is not None:
-                        loser = other if other.version < row.version else row
-                        if job.id not in in_flight:
+                        if rank > ranks[job.id]:
+                            loser_path = paths[job.id]
+                        else:
+                            loser_path, row, rank = entry.path, other, ranks[job.id]
+                        if job.id not in in_flight and writer:
                             # No write of it is in flight: a leftover (a move whose unlink a
                             # power cut lost). Set aside, lest a later delete resurrect it.
-                            path = self.layout.job_path(JobStatus(loser.status), job.id)
-                            reason = (
-                                f"older copy (version {loser.version}) of a job in two directories"
-                            )
-                            self.layout.quarantine_file(path, reason)
+                            reason = "older copy of a job found in two directories"
+                            self.layout.quarantine_file(loser_path, reason)
                             report.skipped.append(
-                                Problem("duplicate", str(path), f"{reason}: quarantined", job.id)
+                                Problem(
+                                    "duplicate", str(loser_path), f"{reason}: quarantined", job.id
+                                )
                             )
-                        row = row if loser is other else other
-                    best[job.id] = row
+                    if other is None or loser_path != entry.path:
+                        best[job.id] = row
+                        ranks[job.id] = rank
+                        paths[job.id] = entry.path
                 done += 1
                 if progress is not None and (done % 500 == 0 or done == total):
                     progress(done, total)
@@ -257,7 +274,14 @@ class Maintenance:
                     best.pop(job_id, None)  # a delete in flight, or never indexed
             rows.replace_all_rows(conn, best.values())
             report.indexed = len(best)
-        self.take_in_moved(moved)
+        if writer:
+            # Jobs whose one file was moved by hand: taken as moved (a store opened to read
+            # leaves them to writers, and a job with several copies to repair).
+            self.take_in_moved(
+                job_id
+                for job_id, path in paths.items()
+                if copies[job_id] == 1 and best[job_id].status != path.parent.name
+            )
         report.seconds = time.perf_counter() - started
         return report
 
@@ -271,7 +295,7 @@ class Maintenance:
             if len(copies) != 1 or invalid:
                 continue
             with contextlib.suppress(CorruptJobFile):
-                self.journal.repair_locked(job_id)
+                self.journal.repair_locked(job_id, take_in_move=True)
 
     def verify(self) -> VerifyReport:
         """Compare the files with the sidecar; changes nothing.
@@ -361,7 +385,9 @@ class Maintenance:
         report = RepairReport(found=found)
         jobs = sorted({p.job_id for p in found.drift if p.job_id is not None})
         for job_id in self.journal.each_locked(jobs, "repair"):
-            actions, quarantined = self.journal.repair_locked(job_id, quarantine_invalid=True)
+            actions, quarantined = self.journal.repair_locked(
+                job_id, quarantine_invalid=True, take_in_move=True
+            )
             report.actions.extend(actions)
             report.quarantined.extend(str(path) for path in quarantined)
         report.busy = sorted(

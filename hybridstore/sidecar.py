@@ -53,16 +53,21 @@ _HELD: list[Sidecar] = []
 # ``Sidecar.shared``.
 _SHARED: dict[str, Sidecar] = {}
 _SHARED_LOCK = threading.Lock()
+# Guards ``_HEADER_FDS``; taken with a sidecar's lock held (opening), so never before one.
+_HEADER_LOCK = threading.Lock()
 
 
 def _before_fork() -> None:
-    _SHARED_LOCK.acquire()  # first, as ``Sidecar.release`` takes it before a sidecar's lock
+    # In the order every thread takes them: the registry, each sidecar, the header lock.
+    _SHARED_LOCK.acquire()
     for sidecar in list(_LIVE):
         sidecar.lock.acquire()
         _HELD.append(sidecar)
+    _HEADER_LOCK.acquire()
 
 
 def _after_fork_in_parent() -> None:
+    _HEADER_LOCK.release()
     while _HELD:
         _HELD.pop().lock.release()
     _SHARED_LOCK.release()
@@ -74,8 +79,9 @@ def _after_fork_in_child() -> None:
     # The parent's stores are not the child's users: the child's own opens count anew.
     for sidecar in _SHARED.values():
         sidecar.users.clear()
-    global _SHARED_LOCK
+    global _SHARED_LOCK, _HEADER_LOCK
     _SHARED_LOCK = threading.Lock()
+    _HEADER_LOCK = threading.Lock()
 
 
 os.register_at_fork(
@@ -117,7 +123,7 @@ def _read_header(path: Path) -> bytes:
     descriptor of it."""
     info = os.stat(path)
     key = (info.st_dev, info.st_ino)
-    with _SHARED_LOCK:
+    with _HEADER_LOCK:
         fd = _HEADER_FDS.get(key)
         if fd is None:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)

@@ -138,11 +138,13 @@ class JobStore:
             read_limit=self._read_limit,
             on_replaced=self._ready,
         )
+        self.journal.takes_in_moves = create and not self.read_only
         self._maintenance = Maintenance(
             self.layout,
             self._sidecar,
             self.journal,
             read_only=self.read_only,
+            writer=create,
             read_limit=self._read_limit,
             lock_timeout=lock_timeout,
         )
@@ -229,24 +231,29 @@ class JobStore:
         validate_job_id(job.id)
         lifecycle.check_if_duplicate(if_duplicate)
         self._ready()
-        try:
-            with self.journal.lock(job.id):
-                if self.journal.load_locked(job.id) is not None:
-                    raise JobAlreadyExists(job.id)
-                stored = self.journal.commit(
-                    job.id, None, job.model_copy(update={"version": 1}), "add"
-                )
-        except DuplicateJob as exc:
-            if if_duplicate != "return":
-                raise
-            # Under its lock: the holder's own add may still be writing its file.
-            with self.journal.lock(exc.existing_id):
-                holder = self.journal.load_locked(exc.existing_id)
-            if holder is None:
-                raise
-            return holder
-        assert stored is not None
-        return stored
+        for attempt in range(2):
+            try:
+                with self.journal.lock(job.id):
+                    if self.journal.load_locked(job.id) is not None:
+                        raise JobAlreadyExists(job.id)
+                    stored = self.journal.commit(
+                        job.id, None, job.model_copy(update={"version": 1}), "add"
+                    )
+                assert stored is not None
+                return stored
+            except DuplicateJob as exc:
+                # The holder, under its lock: its own add may still be writing its file, or
+                # it may be a row whose writer died before its file landed (loading it
+                # re-derives it from the files): then the key is free, and we try again.
+                with self.journal.lock(exc.existing_id):
+                    holder = self.journal.load_locked(exc.existing_id)
+                if holder is not None and lifecycle.holds_key(holder):
+                    if if_duplicate == "return":
+                        return holder
+                    raise
+                if attempt == 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def add_many(self, jobs: Iterable[RemoteJob]) -> list[RemoteJob]:
         """Store new jobs as ``add`` would, all or none: ``JobAlreadyExists`` or
@@ -567,7 +574,7 @@ class JobStore:
         ``progress(done, total)`` is called as files are read.
         """
         self._ready()
-        report = self._maintenance.rebuild(progress)
+        report = self._maintenance.rebuild(progress, explicit=True)
         # Check the writes the rebuild met in flight as soon as they are over.
         self.journal.recover_intents()
         return report

@@ -107,3 +107,47 @@ def test_a_copied_file_changes_nothing_until_repair_and_readers_never_write(
         assert store.get("done") == finished
         assert store.verify().ok
     assert original.exists() and not (data_dir / "failed" / "done.json").exists()
+
+
+def test_a_move_that_would_take_a_held_unique_key_keeps_the_store_usable(data_dir: Path) -> None:
+    """Found by a cold review: a cancelled job moved by hand into ``pending/`` while another
+    job holds its unique key made every open, reindex and repair raise ``DuplicateJob``.
+    Now the move is taken without the key (two active jobs never share one)."""
+    with JobStore(data_dir) as store:
+        store.add(new_job(id="a", unique_key="K"))
+        store.cancel("a")
+        store.add(new_job(id="b", unique_key="K"))
+    _move(data_dir, "a", "cancelled", "pending")
+    (data_dir / "hybridstore.sqlite3").unlink()  # the next open rebuilds and takes it in
+    with JobStore(data_dir) as store:
+        moved = store.get("a")
+        assert moved is not None and moved.status is JobStatus.PENDING
+        assert moved.unique_key is None
+        holder = store.get("b")
+        assert holder is not None and holder.unique_key == "K"
+        assert store.reindex().indexed == 2 and store.verify().ok
+
+
+def test_a_rebuild_keeps_the_original_of_a_job_copied_by_hand(data_dir: Path) -> None:
+    """Found by a cold review: a rebuild quarantined the real file of a completed job copied
+    into ``pending/`` and requeued the job, even when a reader opened the store."""
+    from tests.reliability._support import snapshot
+
+    with JobStore(data_dir) as store:
+        store.add(new_job(id="done"))
+        claimed = store.claim_next("w")
+        assert claimed is not None
+        finished = store.complete("done", "w", {"ok": 1}, attempt=claimed.attempt)
+    copy = data_dir / "pending" / "done.json"
+    copy.write_bytes((data_dir / "completed" / "done.json").read_bytes())
+    (data_dir / "hybridstore.sqlite3").unlink()
+    files = {k: v for k, v in snapshot(data_dir).items() if not k.startswith("hybridstore.")}
+    with JobStore(data_dir, create=False) as reader:  # rebuilds the index, moves no file
+        assert reader.get("done") == finished
+    after = {k: v for k, v in snapshot(data_dir).items() if not k.startswith("hybridstore.")}
+    assert after == files
+    with JobStore(data_dir) as store:
+        store.reindex()
+        assert store.get("done") == finished
+        assert not copy.exists() and (data_dir / "completed" / "done.json").exists()
+        assert store.verify().ok

@@ -316,3 +316,29 @@ def test_read_only_file_system(tmp_path: Path) -> None:
             assert assert_consistent(reopened) == {"kept": stored}
             reopened.save(stored.model_copy(update={"task_options": {"v": 2}}))
             assert_consistent(reopened)
+
+
+def test_add_many_whose_file_step_fails_leaves_no_ghost_row(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a cold review: when the second of three files failed before its rename, its
+    row and intent stayed: counted, listed, holding its unique key, yet no file."""
+    import hybridstore.journal as journal_module
+
+    real, calls = journal_module.write_atomic, [0]
+
+    def failing_second(directory: Path, name: str, data: bytes, *, durable: bool) -> None:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise StorageError(directory / name, OSError(errno.ENOSPC, "No space left"))
+        real(directory, name, data, durable=durable)
+
+    with JobStore(data_dir) as store:
+        monkeypatch.setattr(journal_module, "write_atomic", failing_second)
+        jobs = [make_job(f"j{i}", unique_key=f"K{i}") for i in range(3)]
+        with pytest.raises(StorageError):
+            store.add_many(jobs)
+        monkeypatch.undo()
+        assert [j.id for j in store.find()] == ["j0"] and store.count() == 1
+        store.add(make_job("other", unique_key="K1"))  # the key of the job not written
+        assert store.verify().ok
