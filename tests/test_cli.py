@@ -35,6 +35,9 @@ def test_every_command_has_help() -> None:
     def walk(group: click.Group, prefix: str) -> None:
         for name, command in group.commands.items():
             assert command.help, f"{prefix}{name} has no help text"
+            for param in command.params:
+                if isinstance(param, click.Option) and param.name != "help":
+                    assert param.help, f"{prefix}{name} {param.opts[0]} has no help text"
             if isinstance(command, click.Group):
                 walk(command, f"{prefix}{name} ")
 
@@ -273,3 +276,25 @@ def test_passwords_are_never_shown() -> None:
         cli, ["--data-dir", "postgresql://app:s3cret@127.0.0.1:1/x", "stats"]
     )
     assert result.exit_code == 1 and "s3cret" not in result.stderr + result.stdout
+
+
+def test_add_names_the_option_of_a_refused_value(data_dir: Path) -> None:
+    """Found by a newcomer: ``add --type ''`` answered in pydantic's words
+    (``content_type: Value error, …``)."""
+    result = CliRunner().invoke(
+        cli, ["--data-dir", str(data_dir), "add", "--task", "t", "--source", "s", "--type", ""]
+    )
+    assert result.exit_code == 2
+    assert "Invalid value for '--type'" in result.stderr and "Value error" not in result.stderr
+    assert not data_dir.exists()
+
+
+def test_delete_json_and_a_requeue_summary(filled: Path) -> None:
+    runner = CliRunner()
+    deleted = runner.invoke(cli, ["--data-dir", str(filled), "delete", "p1", "--json"])
+    assert deleted.exit_code == 0 and json.loads(deleted.stdout) == [{"id": "p1", "deleted": True}]
+    with JobStore(filled) as store:
+        store.cancel("p2")
+    requeued = runner.invoke(cli, ["--data-dir", str(filled), "requeue", "--status", "cancelled"])
+    assert requeued.exit_code == 0
+    assert requeued.stdout.splitlines() == ["p2 -> pending", "requeued 1 job"]

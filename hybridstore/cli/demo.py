@@ -24,8 +24,20 @@ from .group import (
 
 
 @cli.command()
-@click.option("--jobs", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--workers", type=click.IntRange(min=1, max=64), default=4, show_default=True)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="How many demo jobs to add.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=64),
+    default=4,
+    show_default=True,
+    help="How many worker processes to run.",
+)
 @click.option(
     "--fail-rate",
     type=click.FloatRange(0, 1),

@@ -85,7 +85,13 @@ def _each_job(job_ids: tuple[str, ...], call: Callable[[str], Any]) -> tuple[lis
 @click.option(
     "--unique-key", help="At most one pending or processing job per key (exit 1 if held)."
 )
-@click.option("--max-retries", type=click.IntRange(min=0, max=2**31 - 1), default=3)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=0, max=2**31 - 1),
+    default=3,
+    show_default=True,
+    help="How many times a failed attempt is retried.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the job as stored.")
 @pass_context
 def add(
@@ -114,8 +120,9 @@ def add(
         )
     except ValidationError as exc:
         error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"]) or "job"
-        raise click.UsageError(f"{where}: {error['msg']}") from None
+        field = str(error["loc"][0]) if error["loc"] else ""
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise click.BadParameter(message, param_hint=f"'{_OPTION_OF.get(field, field)}'") from None
     with context.repository(create=True) as repo:
         stored = repo.add(job)
     if as_json:
@@ -123,6 +130,18 @@ def add(
     else:
         click.echo(stored.id)
 
+
+# The option that sets each field of a job, for error messages.
+_OPTION_OF = {
+    "ingestion_task_id": "--task",
+    "source_file_path": "--source",
+    "content_type": "--type",
+    "task_options": "--options",
+    "priority": "--priority",
+    "unique_key": "--unique-key",
+    "max_retries": "--max-retries",
+    "not_before": "--delay",
+}
 
 REQUEUABLE = click.Choice(["failed", "timeout", "cancelled"])
 
@@ -166,6 +185,8 @@ def requeue(
                 job_ids, lambda job_id: repo.requeue(job_id, reset_retries=reset_retries)
             )
             _echo_jobs(jobs, as_json, lambda j: f"{safe(j.id)} -> {j.status.value}")
+            if status and not as_json:  # by status: say how many, none included
+                click.echo(f"requeued {plural(len(jobs), 'job')}")
     sys.exit(0 if ok else 1)
 
 
@@ -193,8 +214,9 @@ def cancel(context: Context, job_ids: tuple[str, ...], as_json: bool) -> None:
 
 @cli.command()
 @click.argument("job_ids", nargs=-1, required=True, metavar="JOB_ID...")
+@click.option("--json", "as_json", is_flag=True, help="Print the deleted ids as JSON.")
 @pass_context
-def delete(context: Context, job_ids: tuple[str, ...]) -> None:
+def delete(context: Context, job_ids: tuple[str, ...], as_json: bool) -> None:
     """Delete jobs, whatever their status, one line per job."""
 
     def delete_one(job_id: str) -> str:
@@ -204,8 +226,11 @@ def delete(context: Context, job_ids: tuple[str, ...]) -> None:
 
     with context.repository() as repo:
         deleted, ok = _each_job(job_ids, delete_one)
-    for job_id in deleted:
-        click.echo(f"{safe(job_id)} deleted")
+    if as_json:
+        echo_json([{"id": job_id, "deleted": True} for job_id in deleted])
+    else:
+        for job_id in deleted:
+            click.echo(f"{safe(job_id)} deleted")
     sys.exit(0 if ok else 1)
 
 

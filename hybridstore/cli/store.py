@@ -34,6 +34,8 @@ from .group import (
 def init(context: Context) -> None:
     """Create the data directory layout and its sidecar index."""
     with context.file_store("init", create=True) as store:
+        if store.read_only:
+            fail(f"{safe(store.data_dir)} is on a read-only file system: nothing to initialise")
         click.echo(
             f"initialized {safe(store.data_dir)} (sidecar schema version"
             f" {store.schema_version}, {plural(store.count(), 'job')})"
@@ -88,6 +90,7 @@ def verify(context: Context, repair: bool, as_json: bool) -> None:
                 click.echo("ok: files and sidecar agree" if after.ok else "drift remains")
             sys.exit(0 if after.ok else 1)
         report = store.verify()
+        read_only = store.read_only
     if as_json:
         echo_json(report.to_dict())
     else:
@@ -96,7 +99,11 @@ def verify(context: Context, repair: bool, as_json: bool) -> None:
             f"ok: {plural(report.jobs, 'job')}, files and sidecar agree"
             if report.ok
             else f"drift: {plural(len(report.drift), 'problem')}"
-            " (run 'hybridstore verify --repair')"
+            + (
+                " (the store is on a read-only file system: repair a writable copy)"
+                if read_only
+                else " (run 'hybridstore verify --repair')"
+            )
         )
     sys.exit(0 if report.ok else 1)
 
@@ -140,7 +147,7 @@ STATUS_CHOICE = click.Choice([s.value for s in JobStatus])
 @click.option("--content-type", multiple=True, help="Repeat for any of several.")
 @click.option("--worker", multiple=True, help="Repeat for any of several.")
 @click.option("--limit", type=click.IntRange(min=0), help="At most this many jobs (default: all).")
-@click.option("--offset", type=click.IntRange(min=0), default=0)
+@click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip this many jobs first.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of jobs as stored.")
 @pass_context
 def list_jobs(
@@ -275,7 +282,13 @@ def cleanup(context: Context, days: float, dry_run: bool, as_json: bool) -> None
     callback=not_empty,
     help="Where to copy from (default: the store of --data-dir).",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Jobs written per batch.",
+)
 @click.option("--verify", "verify_all", is_flag=True, help="Compare every job afterwards.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_context
