@@ -433,23 +433,20 @@ class Sidecar:
         conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def get_meta(self, key: str) -> str | None:
-        rows = self._all("SELECT value FROM meta WHERE key = ?", (key,))
+        rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        """Rows of one read statement (for the journal's intents)."""
-        return self._all(sql, params)
-
-    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Rows of one read statement (the journal reads its intents through it too)."""
         with self.lock:
             return self.conn.execute(sql, params).fetchall()
 
     def status_of(self, job_id: str) -> str | None:
-        rows = self._all("SELECT status FROM jobs WHERE id = ?", (job_id,))
+        rows = self.query("SELECT status FROM jobs WHERE id = ?", (job_id,))
         return rows[0][0] if rows else None
 
     def row(self, job_id: str) -> Row | None:
-        rows = self._all("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        rows = self.query("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return Row(*rows[0]) if rows else None
 
     def bodies(
@@ -460,20 +457,20 @@ class Sidecar:
     ) -> list[bytes]:
         where, params = where_clause(filters)
         sql = f"SELECT body FROM jobs{where} ORDER BY created_us, id LIMIT ? OFFSET ?"
-        return [r[0] for r in self._all(sql, [*params, -1 if limit is None else limit, offset])]
+        return [r[0] for r in self.query(sql, [*params, -1 if limit is None else limit, offset])]
 
     def count(self, filters: Mapping[str, Sequence[str]]) -> int:
         """How many jobs match; from job_counts unless an ingestion task is asked for."""
         where, params = where_clause(filters)
         if "ingestion_task_id" in filters:
-            return int(self._all(f"SELECT count(*) FROM jobs{where}", params)[0][0])
+            return int(self.query(f"SELECT count(*) FROM jobs{where}", params)[0][0])
         if "worker_id" in filters:
             where += " AND has_worker = 1"
         sql = f"SELECT coalesce(sum(jobs), 0) FROM job_counts{where}"
-        return int(self._all(sql, params)[0][0])
+        return int(self.query(sql, params)[0][0])
 
     def newest_for_task(self, ingestion_task_id: str) -> tuple[str, str] | None:
-        rows = self._all(
+        rows = self.query(
             "SELECT id, status FROM jobs WHERE ingestion_task_id = ?"
             " ORDER BY created_us DESC, id DESC LIMIT 1",
             (ingestion_task_id,),
@@ -489,7 +486,7 @@ class Sidecar:
         marks = ", ".join("?" * len(statuses))
         return [
             r[0]
-            for r in self._all(
+            for r in self.query(
                 f"SELECT body FROM jobs WHERE status IN ({marks}) AND {column} < ?"
                 " ORDER BY created_us, id",
                 [*(s.value for s in statuses), before_us],
@@ -499,7 +496,7 @@ class Sidecar:
     def ids_timed_out(self, status: JobStatus, before_us: int) -> list[str]:
         return [
             r[0]
-            for r in self._all(
+            for r in self.query(
                 "SELECT id FROM jobs WHERE status = ? AND timeout_us < ? ORDER BY timeout_us, id",
                 (status.value, before_us),
             )
@@ -533,8 +530,8 @@ class Sidecar:
             else:
                 ct, params = " AND content_type = ?", [content_type]
                 index, order = "jobs_ready_content_type", "content_type, "
-            rows += self._all(ready.format(ct=ct, index=index, order=order), [*params, limit])
-            rows += self._all(due.format(ct=ct), [now_us, *params, limit])
+            rows += self.query(ready.format(ct=ct, index=index, order=order), [*params, limit])
+            rows += self.query(due.format(ct=ct), [now_us, *params, limit])
         rows.sort(key=lambda r: (-r[1], r[2], r[0].encode()))
         return [r[0] for r in rows[:limit]]
 
@@ -546,30 +543,30 @@ class Sidecar:
                 "SELECT id FROM jobs WHERE status = 'processing' AND timeout_us < ?"
                 " ORDER BY timeout_us, id LIMIT ?"
             )
-            return [r[0] for r in self._all(sql, (now_us, limit))]
+            return [r[0] for r in self.query(sql, (now_us, limit))]
         marks = ", ".join("?" * len(content_types))
         sql = (
             "SELECT id FROM jobs WHERE status = 'processing' AND timeout_us < ?"
             f" AND content_type IN ({marks}) ORDER BY timeout_us, id LIMIT ?"
         )
-        return [r[0] for r in self._all(sql, (now_us, *content_types, limit))]
+        return [r[0] for r in self.query(sql, (now_us, *content_types, limit))]
 
     def grouped_counts(self, column: str) -> dict[str, int]:
         """Jobs per status, content type or worker (jobs without a worker left out)."""
         assert column in ("status", "content_type", "worker_id")
         where = " WHERE has_worker = 1" if column == "worker_id" else ""
         sql = f"SELECT {column}, sum(jobs) FROM job_counts{where} GROUP BY 1 ORDER BY 1"
-        return {str(k): int(n) for k, n in self._all(sql)}
+        return {str(k): int(n) for k, n in self.query(sql)}
 
     def totals(self) -> tuple[int, int]:
         """(number of jobs, bytes of bodies)."""
         sql = "SELECT coalesce(sum(jobs), 0), coalesce(sum(bytes), 0) FROM job_counts"
-        n, size = self._all(sql)[0]
+        n, size = self.query(sql)[0]
         return int(n), int(size)
 
     def all_rows(self) -> dict[str, Row]:
         """Every row, for ``verify``."""
-        return {r[0]: Row(*r) for r in self._all("SELECT * FROM jobs")}
+        return {r[0]: Row(*r) for r in self.query("SELECT * FROM jobs")}
 
 
 def _statements(sql: str) -> list[str]:

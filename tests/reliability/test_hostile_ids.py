@@ -113,7 +113,7 @@ def _no_file_system() -> Iterator[None]:
 
     targets: list[tuple[Any, str]] = [(os, name) for name in _FS_NAMES]
     targets += [(io, "open"), (builtins, "open")]
-    targets += [(Sidecar, "transaction"), (Sidecar, "_all"), (Sidecar, "connect")]
+    targets += [(Sidecar, "transaction"), (Sidecar, "query"), (Sidecar, "connect")]
     for owner, name in targets:
         saved[(owner, name)] = getattr(owner, name)
         setattr(owner, name, refuse)
