@@ -103,6 +103,18 @@ def takes_key(current: RemoteJob | None, new: RemoteJob) -> bool:
     return current is None or not holds_key(current) or current.unique_key != new.unique_key
 
 
+def _refuse_a_held_key(
+    conn: sqlite3.Connection, job: RemoteJob, batch: dict[str, str] | None = None
+) -> None:
+    """``DuplicateJob`` if another active job holds ``job``'s unique key: one stored (read
+    inside the caller's write transaction, which writers take one at a time) or one earlier
+    in the same ``batch`` (key -> job id)."""
+    assert job.unique_key is not None
+    holder = (batch or {}).get(job.unique_key) or rows.key_holder(conn, job.unique_key, job.id)
+    if holder is not None:
+        raise DuplicateJob(job.id, job.unique_key, holder)
+
+
 class Journal:
     """The write protocol of one store: its locks, its intents, its commits, its recovery.
 
@@ -165,9 +177,10 @@ class Journal:
             if cleared:
                 conn.executemany("DELETE FROM intents WHERE job_id = ? AND token = ?", cleared)
             yield conn
-        for job_id, token in cleared:
-            if settled.get(job_id) == token:
-                del settled[job_id]
+        with self.sidecar.lock:  # as ``_settle`` writes them
+            for job_id, token in cleared:
+                if settled.get(job_id) == token:
+                    del settled[job_id]
 
     def flush(self) -> None:
         """Clear the intents of this process's finished writes now (one commit)."""
@@ -328,22 +341,12 @@ class Journal:
         ``current`` (None if the job does not exist); ``new`` None deletes the job."""
         body = b""
         if new is not None:
-            if not isinstance(new.status, JobStatus):
-                # Only a job built without validation (``model_construct``) gets here; its
-                # status names a directory, so it is checked before anything is touched.
-                new = new.model_copy(update={"status": parse_status(new.status)})
-            new.check_storable()
-            body = new.to_json()
-            if len(body) > self.max_job_bytes and operation not in _UNLIMITED:
-                raise JobTooLarge(job_id, len(body), self.max_job_bytes)
+            new, body = self._encode(new, operation)
         old_status = current.status if current is not None else None
         token = secrets.token_hex(8)
         with self.transaction() as conn:
             if new is not None and takes_key(current, new):
-                assert new.unique_key is not None
-                holder = rows.key_holder(conn, new.unique_key, job_id)
-                if holder is not None:
-                    raise DuplicateJob(job_id, new.unique_key, holder)
+                _refuse_a_held_key(conn, new)
             row = None if new is None else row_for(new, body, now_us())
             row_before = rows.write_row(conn, job_id, row)
             _set_intent(conn, job_id, operation, token)
@@ -392,25 +395,16 @@ class Journal:
         checked in it against stored jobs and the batch (``DuplicateJob``: nothing
         written), then the files. Should a file step fail, the jobs not written yet are
         taken out of the index again and the error raised."""
-        bodies = []
-        for job in jobs:
-            job.check_storable()
-            body = job.to_json()
-            if len(body) > self.max_job_bytes:
-                raise JobTooLarge(job.id, len(body), self.max_job_bytes)
-            bodies.append(body)
+        encoded = [self._encode(job, operation) for job in jobs]
+        jobs = [job for job, _ in encoded]
+        bodies = [body for _, body in encoded]
         tokens = [secrets.token_hex(8) for _ in jobs]
         written_us = now_us()
         with self.transaction() as conn:
             keys: dict[str, str] = {}
             for job in jobs:
-                if holds_key(job):
-                    assert job.unique_key is not None
-                    holder = keys.get(job.unique_key) or rows.key_holder(
-                        conn, job.unique_key, job.id
-                    )
-                    if holder is not None:
-                        raise DuplicateJob(job.id, job.unique_key, holder)
+                if holds_key(job) and job.unique_key is not None:
+                    _refuse_a_held_key(conn, job, keys)
                     keys[job.unique_key] = job.id
             rows.put_rows(
                 conn,
@@ -440,6 +434,19 @@ class Journal:
             for job in jobs:
                 self.repair_locked(job.id)
         return jobs
+
+    def _encode(self, job: RemoteJob, operation: str) -> tuple[RemoteJob, bytes]:
+        """The job as it will be stored and its body, checked before anything is touched:
+        a status that names a directory, counters that fit, the size limit of writes."""
+        if not isinstance(job.status, JobStatus):
+            # Only a job built without validation (``model_construct``) gets here; its
+            # status names a directory.
+            job = job.model_copy(update={"status": parse_status(job.status)})
+        job.check_storable()
+        body = job.to_json()
+        if len(body) > self.max_job_bytes and operation not in _UNLIMITED:
+            raise JobTooLarge(job.id, len(body), self.max_job_bytes)
+        return job, body
 
     def _restore_quietly(self, job_id: str, row: Row | None, token: str) -> None:
         # If that fails too, the intent stays: the next touch of the job re-derives its row.
