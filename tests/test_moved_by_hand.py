@@ -151,3 +151,28 @@ def test_a_rebuild_keeps_the_original_of_a_job_copied_by_hand(data_dir: Path) ->
         assert store.get("done") == finished
         assert not copy.exists() and (data_dir / "completed" / "done.json").exists()
         assert store.verify().ok
+
+
+def test_a_reader_recovering_a_moved_job_moves_no_file(data_dir: Path) -> None:
+    """A reader's open re-derives the rows of other processes' unfinished writes; when such
+    a job's file was also moved by hand, the reader indexes it as it is and leaves the
+    rewrite to a writer."""
+    from tests.reliability._support import snapshot
+
+    JobStore(data_dir).close()
+    pid = os.fork()
+    if pid == 0:  # a process that adds and goes away, its intent not cleared
+        JobStore(data_dir).add(new_job(id="left"))
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    _move(data_dir, "left", "pending", "cancelled")
+    files = {k: v for k, v in snapshot(data_dir).items() if not k.startswith("hybridstore.")}
+    with JobStore(data_dir, create=False) as reader:
+        assert reader.get("left") is not None
+    after = {k: v for k, v in snapshot(data_dir).items() if not k.startswith("hybridstore.")}
+    assert after == files
+    with JobStore(data_dir) as writer:  # a writer's repair takes the move in
+        writer.repair()
+        job = writer.get("left")
+        assert job is not None and job.status is JobStatus.CANCELLED
+        assert writer.verify().ok
