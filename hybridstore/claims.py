@@ -3,7 +3,8 @@
 A claim reads its candidates from the sidecar (the head of the ready index, and the delayed
 jobs whose time has come), takes each candidate's lock without waiting, re-reads the job
 under it and moves on if someone else was faster: no job is ever claimed twice, and a busy
-candidate never makes a claimer wait while others are free.
+candidate never makes a claimer wait while others are free. The jobs one call claims are
+written together (one sidecar commit, their files made durable at once).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import structlog
 
 from . import lifecycle
 from .errors import InvalidArgument, LockTimeout
-from .journal import Journal
+from .journal import Change, Journal
+from .locks import StripeLocks
 from .model import JobStatus, RemoteJob, utcnow
 from .rows import to_us
 from .sidecar import Sidecar
@@ -60,24 +62,10 @@ class Claims:
                 if self.journal.unsettled_intents() and self.journal.recover_intents():
                     continue
                 break
-            busy = 0
-            while candidates and len(claimed) < n:
-                job_id = candidates.pop(0)
-                try:
-                    locked, job = self._try_claim(job_id, worker_id, wanted, lease_seconds, now)
-                except InvalidArgument as exc:
-                    log.warning("unclaimable_job", job_id=job_id, reason=str(exc))
-                    unclaimable.add(job_id)
-                    continue
-                if job is not None:
-                    claimed.append(job)
-                elif locked:
-                    break  # taken since the query: the list is stale, ask again
-                else:
-                    busy += 1
-                    # Other claimers walk the same list: go on from a random point rather
-                    # than colliding with them again on every next candidate.
-                    random.shuffle(candidates)
+            got, busy = self._claim_round(
+                candidates, n - len(claimed), worker_id, wanted, lease_seconds, now, unclaimable
+            )
+            claimed.extend(got)
             if busy and not candidates:
                 if claimed:
                     break  # the rest are mid-claim elsewhere: what we have will do
@@ -86,6 +74,72 @@ class Claims:
                     raise LockTimeout(None, self.lock_timeout, self.journal.layout.locks)
                 time.sleep(0.0005)  # every candidate is mid-claim elsewhere
         return claimed
+
+    def _claim_round(
+        self,
+        candidates: list[str],
+        want: int,
+        worker_id: str,
+        wanted: list[str] | None,
+        lease_seconds: float,
+        now: datetime,
+        unclaimable: set[str],
+    ) -> tuple[list[RemoteJob], int]:
+        """Claim up to ``want`` of ``candidates`` (taken from the front of the list) in one
+        write (``Journal.commit_many``): lock each without waiting, re-read it, keep it if it
+        is still ready. Stops early when a candidate turns out taken since the query (the
+        list is stale: the caller asks again). Returns the claimed jobs and how many
+        candidates were busy (locked elsewhere)."""
+        held: dict[int, str] = {}  # lock stripe -> the job it was taken for
+        picked: list[Change] = []
+        busy = 0
+        try:
+            while candidates and len(picked) < want:
+                job_id = candidates.pop(0)
+                stripe = StripeLocks.stripe(job_id)
+                if stripe not in held:  # a stripe we hold already locks this job too
+                    if not self.journal.try_lock(job_id):
+                        busy += 1
+                        # Other claimers walk the same list: go on from a random point
+                        # rather than colliding with them again on every next candidate.
+                        random.shuffle(candidates)
+                        continue
+                    held[stripe] = job_id
+                current = self.journal.load_for_batch(job_id)
+                if current is None or not self._still_ready(current, wanted, now):
+                    self._reindex_if_offered(job_id, wanted, now)
+                    break  # taken since the query: the list is stale, ask again
+                try:
+                    new = lifecycle.claim(current, worker_id, lease_seconds, utcnow())
+                    new = new.model_copy(update={"version": current.version + 1})
+                    new.check_storable()
+                except InvalidArgument as exc:
+                    log.warning("unclaimable_job", job_id=job_id, reason=str(exc))
+                    unclaimable.add(job_id)
+                    continue
+                picked.append((job_id, current, new))
+            stored = self.journal.commit_many(picked, "claim") if picked else []
+        finally:
+            for job_id in held.values():
+                self.journal.unlock(job_id)
+        return [job for job in stored if job is not None], busy
+
+    @staticmethod
+    def _still_ready(job: RemoteJob, wanted: list[str] | None, now: datetime) -> bool:
+        return lifecycle.is_ready(job, now) and (wanted is None or job.content_type in wanted)
+
+    def _reindex_if_offered(self, job_id: str, wanted: list[str] | None, now: datetime) -> None:
+        """A candidate found taken or changed under its lock: if the index still offers it,
+        its row is stale (a file edited by hand): re-derive it, or every query would offer
+        the same job again."""
+        row = self.sidecar.row(job_id)
+        if (
+            row is not None
+            and row.status == JobStatus.PENDING.value
+            and (row.not_before_us is None or row.not_before_us <= to_us(now))
+            and (wanted is None or row.content_type in wanted)
+        ):
+            self.journal.repair_locked(job_id)
 
     def _take_back_abandoned(self, wanted: list[str] | None, now: datetime) -> None:
         """Abandoned leases (of the asked content types) become pending again, or timeout,
@@ -100,38 +154,3 @@ class Claims:
                     self.journal.store_next(current, lifecycle.take_back(current, now), "expire")
             finally:
                 self.journal.unlock(job_id)
-
-    def _try_claim(
-        self,
-        job_id: str,
-        worker_id: str,
-        wanted: list[str] | None,
-        lease_seconds: float,
-        now: datetime,
-    ) -> tuple[bool, RemoteJob | None]:
-        """Try one candidate: (whether its lock was free, the claimed job or None)."""
-        if not self.journal.try_lock(job_id):
-            return False, None
-        try:
-            current = self.journal.load_for_batch(job_id)
-            if (
-                current is None
-                or not lifecycle.is_ready(current, now)
-                or (wanted is not None and current.content_type not in wanted)
-            ):
-                # Taken or changed since the candidate query. If the index still offers it,
-                # the row is stale (a file edited by hand): re-derive it, or every query
-                # would offer the same job again.
-                row = self.sidecar.row(job_id)
-                if (
-                    row is not None
-                    and row.status == JobStatus.PENDING.value
-                    and (row.not_before_us is None or row.not_before_us <= to_us(now))
-                    and (wanted is None or row.content_type in wanted)
-                ):
-                    self.journal.repair_locked(job_id)
-                return True, None
-            claimed = lifecycle.claim(current, worker_id, lease_seconds, utcnow())
-            return True, self.journal.store_next(current, claimed, "claim")
-        finally:
-            self.journal.unlock(job_id)

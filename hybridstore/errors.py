@@ -126,14 +126,20 @@ class StorageError(HybridStoreError, OSError):
     the new body may have reached its directory (then the next touch of the job repairs it).
     """
 
-    def __init__(self, path: object, error: OSError, *, in_place: bool = False) -> None:
+    def __init__(
+        self, path: object, error: OSError, *, in_place: bool = False, renamed: int = 0
+    ) -> None:
         reason = error.strerror or str(error)
         detail = " (the new body is in place but may not be durable)" if in_place else ""
         super().__init__(error.errno, f"{path}: {reason}{detail}")
         self.path = path
         self.cause = error
-        #: True when the failure came after the new body replaced the old one.
+        #: True when the failure came after the new body replaced the old one (in a batch:
+        #: after every new body did).
         self.in_place = in_place
+        #: In a batch write that failed before all its bodies were in place: how many
+        #: (the first ones, in the batch's order) had replaced their old file.
+        self.renamed = renamed
 
     def __str__(self) -> str:
         return str(self.args[1])

@@ -14,14 +14,16 @@ the new one, never a torn one. Nothing here follows a symlink or leaves the data
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import json
 import os
 import re
 import secrets
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +41,7 @@ __all__ = [
     "ScanEntry",
     "parse_job",
     "read_job_file",
-    "write_atomic",
+    "write_many",
 ]
 
 JOB_SUFFIX = ".json"
@@ -51,7 +53,7 @@ _OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _OPEN_WRITE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-# The temp files ``write_atomic`` makes: ``.<job id>.json.<12 hex digits>.tmp``.
+# The temp files ``write_many`` makes: ``.<job id>.json.<12 hex digits>.tmp``.
 _TEMP_NAME = re.compile(
     rf"\.({JOB_ID_PATTERN.pattern}){re.escape(JOB_SUFFIX)}\.[0-9a-f]{{12}}{re.escape(TMP_SUFFIX)}"
 )
@@ -198,36 +200,109 @@ def _unlink_quietly(path: Path) -> None:
         os.unlink(path)
 
 
-def write_atomic(directory: Path, name: str, data: bytes, *, durable: bool) -> None:
-    """Replace ``directory/name`` with ``data`` atomically (and durably if ``durable``).
+def write_many(files: Sequence[tuple[Path, str, bytes]], *, durable: bool) -> None:
+    """Replace each ``directory/name`` with ``data`` atomically (and, if ``durable``,
+    durably), for a batch of ``(directory, name, data)`` made durable together.
 
-    On failure before the rename, the temp file is removed, the old file is untouched and
-    ``StorageError`` is raised. A failed fsync is reported, never retried: after a failed
-    fsync the kernel may have dropped the dirty pages, so a retry could lie.
+    Every temp file is written first, then all are made durable at once, then renamed in
+    order, then each directory is fsynced once: a batch costs about one flush of the disk
+    rather than two per file. A batch of ``SYNCFS_AT`` files or more is made durable by one
+    ``syncfs`` of the file system (Linux), smaller ones by one fsync per file (``syncfs``
+    also flushes other programs' writes to the same file system, worth it only in bulk).
+
+    On failure nothing is retried (after a failed fsync the kernel may have dropped the
+    dirty pages, so a retry could lie) and ``StorageError`` says how far the batch got:
+    ``renamed`` files (the first ones) replaced their old file, or, with ``in_place``, all
+    of them did but may not be durable. The temp files not renamed are removed.
     """
-    tmp = directory / f".{name}.{secrets.token_hex(6)}{TMP_SUFFIX}"
+    temps: list[Path] = []
     try:
-        fd = os.open(tmp, _OPEN_WRITE, 0o644)
-    except OSError as exc:
-        raise StorageError(tmp, exc) from exc
-    try:
+        _write_temps(files, temps, durable)
+    except StorageError:
+        for tmp in temps:
+            _unlink_quietly(tmp)
+        raise
+    for done, ((directory, name, _), tmp) in enumerate(zip(files, temps, strict=True)):
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if durable:
+            os.replace(tmp, directory / name)
+        except OSError as exc:
+            for left in temps[done:]:
+                _unlink_quietly(left)
+            raise StorageError(directory / name, exc, renamed=done) from exc
+    if durable:
+        for directory in dict.fromkeys(directory for directory, _, _ in files):
+            try:
+                fsync_dir(directory)
+            except OSError as exc:
+                raise StorageError(directory, exc, in_place=True) from exc
+
+
+# A batch of this many files is made durable with one syncfs instead of one fsync each.
+SYNCFS_AT = 32
+
+
+def _write_temps(
+    files: Sequence[tuple[Path, str, bytes]], temps: list[Path], durable: bool
+) -> None:
+    """Write each body to a new temp file beside its target (appended to ``temps`` as they
+    are created) and, if ``durable``, make them all durable."""
+    syncfs = _syncfs() if durable and len(files) >= SYNCFS_AT else None
+    to_fsync: list[int] = []  # open descriptors of the temp files, when fsynced one by one
+    try:
+        for directory, name, data in files:
+            tmp = directory / f".{name}.{secrets.token_hex(6)}{TMP_SUFFIX}"
+            try:
+                fd = os.open(tmp, _OPEN_WRITE, 0o644)
+            except OSError as exc:
+                raise StorageError(tmp, exc) from exc
+            temps.append(tmp)
+            keep = durable and syncfs is None
+            if keep:
+                to_fsync.append(fd)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            except OSError as exc:
+                raise StorageError(tmp, exc) from exc
+            finally:
+                if not keep:
+                    os.close(fd)
+        for fd, tmp in zip(to_fsync, temps, strict=False):  # to_fsync: all or none
+            try:
                 os.fsync(fd)
+            except OSError as exc:
+                raise StorageError(tmp, exc) from exc
+        if syncfs is not None:
+            syncfs(files[0][0])
+    finally:
+        for fd in to_fsync:
+            os.close(fd)
+
+
+@functools.cache
+def _syncfs() -> Callable[[Path], None] | None:
+    """A function that makes everything written to a path's file system durable
+    (``syncfs(2)``, which reports write-back errors since Linux 5.8), or None where there
+    is none (then each file is fsynced)."""
+    try:
+        call = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+
+    def sync(path: Path) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise StorageError(path, exc) from exc
+        try:
+            if call(fd) != 0:
+                err = ctypes.get_errno()
+                raise StorageError(path, OSError(err, os.strerror(err)))
         finally:
             os.close(fd)
-        os.replace(tmp, directory / name)
-    except OSError as exc:
-        _unlink_quietly(tmp)
-        raise StorageError(directory / name, exc) from exc
-    if durable:
-        try:
-            fsync_dir(directory)
-        except OSError as exc:
-            raise StorageError(directory, exc, in_place=True) from exc
+
+    return sync
 
 
 def remove_file(path: Path, *, durable: bool) -> bool:
@@ -373,7 +448,7 @@ class Layout:
 
     def temp_files(self, job_id: str) -> Iterator[Path]:
         """Temp files a write of ``job_id`` may have left behind."""
-        # Exactly the names write_atomic makes: another job's id may start with this one's.
+        # Exactly the names write_many makes: another job's id may start with this one's.
         pattern = re.compile(rf"\.{re.escape(job_id)}{re.escape(JOB_SUFFIX)}\.[0-9a-f]{{12}}\.tmp")
         prefix = f".{job_id}{JOB_SUFFIX}."
         for status in JobStatus:
@@ -388,8 +463,8 @@ class Layout:
 
     @staticmethod
     def temp_owner(path: Path) -> str | None:
-        """The job id a temp file of ``write_atomic`` was written for, or None if the name
-        is not one ``write_atomic`` makes."""
+        """The job id a temp file of ``write_many`` was written for, or None if the name
+        is not one ``write_many`` makes."""
         match = _TEMP_NAME.fullmatch(path.name)
         return match.group(1) if match else None
 

@@ -14,6 +14,7 @@ Resources (JSON in and out; a job is ``RemoteJob``'s own JSON, id under ``id``):
 ``POST /claims``                            worker   ``claim_next`` / ``claim_many``, long-poll
 ``POST /jobs/{id}/heartbeat``               worker   ``heartbeat``
 ``POST /jobs/{id}/complete``                worker   ``complete``
+``POST /completions``                       worker   ``complete_many``
 ``POST /jobs/{id}/fail``                    worker   ``fail``
 ``POST /jobs/{id}/cancel``                  admin    ``cancel``
 ``POST /jobs/{id}/requeue``                 admin    ``requeue``
@@ -104,6 +105,12 @@ class CompleteBody(_Body):
     worker_id: Any
     result_data: Any = None
     attempt: int | None = None
+
+
+class CompletionsBody(_Body):
+    worker_id: Any
+    results: dict[str, Any]
+    attempts: dict[str, int] | None = None
 
 
 class FailBody(_Body):
@@ -405,6 +412,12 @@ def create_app(
             repo.complete, job_id, body.worker_id, body.result_data, attempt=body.attempt
         )
         return _job_response(job)
+
+    @app.post("/completions")
+    async def complete_many(request: Request) -> Response:
+        body = await _read(request, CompletionsBody)
+        jobs = await call(repo.complete_many, body.worker_id, body.results, attempts=body.attempts)
+        return _jobs_response(jobs)
 
     @app.post("/jobs/{job_id}/fail")
     async def fail(request: Request, job_id: str) -> Response:

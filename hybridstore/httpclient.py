@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -20,7 +20,14 @@ import httpx
 from .errors import BackendUnavailable, HybridStoreError, JobNotFound
 from .httpwire import CLAIM_WAIT_MAX, error_from_body
 from .model import RemoteJob, as_utc, validate_job_id
-from .repository import Filter, IfDuplicate, check_page, claim_arguments, filter_values
+from .repository import (
+    Filter,
+    IfDuplicate,
+    check_page,
+    claim_arguments,
+    completions,
+    filter_values,
+)
 
 __all__ = ["HttpJobRepository"]
 
@@ -287,6 +294,23 @@ class HttpJobRepository:
     ) -> RemoteJob:
         body = {"worker_id": worker_id, "result_data": result_data, "attempt": attempt}
         return self._job(self._request("POST", _action(job_id, "complete"), body=body))
+
+    def complete_many(
+        self,
+        worker_id: str,
+        results: Mapping[str, dict[str, Any] | None],
+        *,
+        attempts: Mapping[str, int] | None = None,
+    ) -> list[RemoteJob]:
+        batch = completions(worker_id, results, attempts)
+        if not batch:
+            return []
+        body = {
+            "worker_id": worker_id,
+            "results": {job_id: result for job_id, result, _ in batch},
+            "attempts": {job_id: attempt for job_id, _, attempt in batch if attempt is not None},
+        }
+        return self._jobs(self._request("POST", "/completions", body=body))
 
     def fail(
         self,

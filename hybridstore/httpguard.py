@@ -19,6 +19,7 @@ CSRF_HEADER = "x-csrf-token"
 # (method, path) a worker token may call; every other route needs admin.
 _WORKER_ROUTES = [
     ("POST", re.compile(r"/claims")),
+    ("POST", re.compile(r"/completions")),
     ("POST", re.compile(r"/jobs/[^/]+/(heartbeat|complete|fail)")),
     ("GET", re.compile(r"/jobs/[^/]+")),
 ]

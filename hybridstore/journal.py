@@ -29,7 +29,7 @@ import secrets
 import sqlite3
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,14 +37,14 @@ import structlog
 
 from . import rows
 from .errors import CorruptJobFile, DuplicateJob, JobTooLarge, LockTimeout, StorageError
-from .files import JobFile, Layout, read_job_file, remove_file, write_atomic
+from .files import JobFile, Layout, fsync_dir, read_job_file, remove_file, write_many
 from .lifecycle import holds_key, moved_into
 from .locks import StripeLocks
 from .model import JobStatus, RemoteJob, parse_status, utcnow
 from .rows import Row, row_for
 from .sidecar import Sidecar
 
-__all__ = ["BUSY_RETRY_WAIT", "Journal", "clear_intent", "disown_intents"]
+__all__ = ["BUSY_RETRY_WAIT", "Change", "Journal", "clear_intent", "disown_intents"]
 
 log = structlog.get_logger("hybridstore")
 
@@ -55,6 +55,11 @@ BUSY_RETRY_WAIT = 0.25
 # process stored under a larger limit.
 _UNLIMITED = frozenset({"claim", "heartbeat", "expire", "cancel", "move"})
 _STATUSES = {status.value: status for status in JobStatus}
+
+#: One job of a batch write: (job id, current job or None, new job or None: a delete).
+Change = tuple[str, RemoteJob | None, RemoteJob | None]
+# ... and as ``commit_many`` carries it: the new job as stored, and its body.
+_Encoded = tuple[str, RemoteJob | None, RemoteJob | None, bytes]
 
 # The intents of this process's finished writes, per sidecar (shared by every store of the
 # process on its directory) and per connection: (connection generation, job id -> token).
@@ -339,101 +344,100 @@ class Journal:
     ) -> RemoteJob | None:
         """Steps 2–3 of the write protocol; the caller holds the job's lock and has read
         ``current`` (None if the job does not exist); ``new`` None deletes the job."""
-        body = b""
-        if new is not None:
-            new, body = self._encode(new, operation)
-        old_status = current.status if current is not None else None
-        token = secrets.token_hex(8)
+        return self.commit_many([(job_id, current, new)], operation)[0]
+
+    def commit_many(self, changes: Sequence[Change], operation: str) -> list[RemoteJob | None]:
+        """Steps 2–3 of the write protocol for a batch of ``(job id, current, new)``: the
+        caller holds every job's lock and read its ``current`` (None: a new job); ``new``
+        None deletes it. Returns the stored jobs, in order.
+
+        Every row and intent in one transaction, which also checks every unique key taken
+        against the stored jobs and the batch (``DuplicateJob``: nothing written). Then the
+        files: every new body written and made durable together (``files.write_many``),
+        then the old copies of moved or deleted jobs removed. Should a file step fail, the
+        jobs whose files were not touched get their rows back; the others keep their
+        intent, so the next touch of each re-derives its row.
+        """
+        batch = [
+            (job_id, current, *(self._encode(new, operation) if new else (None, b"")))
+            for job_id, current, new in changes
+        ]
+        tokens = [secrets.token_hex(8) for _ in batch]
+        written_us = now_us()
+        befores: list[Row | None] = []
         with self.transaction() as conn:
-            if new is not None and takes_key(current, new):
-                _refuse_a_held_key(conn, new)
-            row = None if new is None else row_for(new, body, now_us())
-            row_before = rows.write_row(conn, job_id, row)
-            _set_intent(conn, job_id, operation, token)
+            keys: dict[str, str] = {}  # unique key -> the job of the batch that took it
+            for (job_id, current, new, body), token in zip(batch, tokens, strict=True):
+                if new is not None and takes_key(current, new):
+                    assert new.unique_key is not None
+                    _refuse_a_held_key(conn, new, keys)
+                    keys[new.unique_key] = job_id
+                row = None if new is None else row_for(new, body, written_us)
+                befores.append(rows.write_row(conn, job_id, row))
+                _set_intent(conn, job_id, operation, token)
             connection = self.sidecar.generation
-        touched = False
+        touched: set[int] = set()
         try:
-            if new is not None:
-                write_atomic(
-                    self.layout.status_dir(new.status),
-                    f"{job_id}.json",
-                    body,
-                    durable=self.durable,
-                )
-                touched = True
-            if old_status is not None and (new is None or new.status is not old_status):
-                # A move needs no fsync of the old directory: if its unlink is lost in a
-                # power cut, the durable new copy has the higher version and wins the
-                # rebuild that follows every reboot. A delete must be durable itself.
-                remove_file(
-                    self.layout.job_path(old_status, job_id),
-                    durable=self.durable and new is None,
-                )
-        except StorageError as exc:
-            if touched or exc.in_place:
-                # The new body is in place (the old copy may remain): the intent stays and
-                # the next touch of the job re-derives its row.
-                if exc.in_place:
-                    raise
-                raise StorageError(exc.path, exc.cause, in_place=True) from exc
-            # Nothing changed on disk: put the row back as it was.
-            self._restore_quietly(job_id, row_before, token)
+            self._write_files(batch, touched)
+        except StorageError:
+            for i, ((job_id, *_), before, token) in enumerate(
+                zip(batch, befores, tokens, strict=True)
+            ):
+                if i not in touched:
+                    self._restore_quietly(job_id, before, token)
             raise
-        self._settle(job_id, token)
+        for (job_id, *_), token in zip(batch, tokens, strict=True):
+            self._settle(job_id, token)
         if self.sidecar.replaced() or self.sidecar.generation != connection:
             # The sidecar was deleted or replaced during this write (and maybe reopened by
-            # another thread since), so the row went to the old one, and the new one may have
-            # been rebuilt before our file step: re-derive this job in the new one (we still
-            # hold its lock, so its files are final).
+            # another thread since), so the rows went to the old one, and the new one may
+            # have been rebuilt before our file step: re-derive these jobs in the new one
+            # (we still hold their locks, so their files are final).
             self._on_replaced()
-            self.repair_locked(job_id)
-        return new
+            for job_id, *_ in batch:
+                self.repair_locked(job_id)
+        return [new for _, _, new, _ in batch]
 
-    def commit_many(self, jobs: list[RemoteJob], operation: str) -> list[RemoteJob]:
-        """The write protocol for a batch of new jobs (the caller holds all their locks and
-        found none stored): every row and intent in one transaction, every unique key
-        checked in it against stored jobs and the batch (``DuplicateJob``: nothing
-        written), then the files. Should a file step fail, the jobs not written yet are
-        taken out of the index again and the error raised."""
-        encoded = [self._encode(job, operation) for job in jobs]
-        jobs = [job for job, _ in encoded]
-        bodies = [body for _, body in encoded]
-        tokens = [secrets.token_hex(8) for _ in jobs]
-        written_us = now_us()
-        with self.transaction() as conn:
-            keys: dict[str, str] = {}
-            for job in jobs:
-                if holds_key(job) and job.unique_key is not None:
-                    _refuse_a_held_key(conn, job, keys)
-                    keys[job.unique_key] = job.id
-            rows.put_rows(
-                conn,
-                [row_for(job, body, written_us) for job, body in zip(jobs, bodies, strict=True)],
-            )
-            for job, token in zip(jobs, tokens, strict=True):
-                _set_intent(conn, job.id, operation, token)
-            connection = self.sidecar.generation
-        done = 0
+    def _write_files(self, batch: list[_Encoded], touched: set[int]) -> None:
+        """The file step of ``commit_many``: the new bodies, then the removal of old copies
+        (a move needs no fsync of the old directory: if its unlink is lost in a power cut,
+        the durable new copy has the higher version and wins the rebuild that follows every
+        reboot; a delete must be durable itself). Adds to ``touched`` the index of each job
+        whose files it changed, so that a failure can tell them from the others."""
+        writes = [i for i, (_, _, new, _) in enumerate(batch) if new is not None]
         try:
-            for job, body in zip(jobs, bodies, strict=True):
-                write_atomic(
-                    self.layout.status_dir(job.status), f"{job.id}.json", body, durable=self.durable
-                )
-                done += 1
+            write_many(
+                [
+                    (self.layout.status_dir(new.status), f"{job_id}.json", body)
+                    for job_id, _, new, body in batch
+                    if new is not None
+                ],
+                durable=self.durable,
+            )
         except StorageError as exc:
-            # The job that failed has no file unless the error came after its rename.
-            first = done + 1 if exc.in_place else done
-            for job, token in zip(jobs[first:], tokens[first:], strict=True):
-                self._restore_quietly(job.id, None, token)
+            touched.update(writes if exc.in_place else writes[: exc.renamed])
             raise
-        finally:
-            for job, token in zip(jobs[:done], tokens[:done], strict=True):
-                self._settle(job.id, token)
-        if self.sidecar.replaced() or self.sidecar.generation != connection:
-            self._on_replaced()
-            for job in jobs:
-                self.repair_locked(job.id)
-        return jobs
+        touched.update(writes)
+        deleted: dict[Path, None] = {}
+        for i, (job_id, current, new, _) in enumerate(batch):
+            if current is None or (new is not None and new.status is current.status):
+                continue
+            old = self.layout.job_path(current.status, job_id)
+            try:
+                remove_file(old, durable=False)
+            except StorageError as exc:
+                if new is not None:  # the new body is in place, the old copy remains
+                    raise StorageError(exc.path, exc.cause, in_place=True) from exc
+                raise
+            if new is None:
+                touched.add(i)
+                deleted[old.parent] = None
+        if self.durable:
+            for directory in deleted:
+                try:
+                    fsync_dir(directory)
+                except OSError as exc:
+                    raise StorageError(directory, exc, in_place=True) from exc
 
     def _encode(self, job: RemoteJob, operation: str) -> tuple[RemoteJob, bytes]:
         """The job as it will be stored and its body, checked before anything is touched:

@@ -7,7 +7,7 @@ the same on them. It lives in one process and keeps nothing.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,7 +22,15 @@ from .model import (
     utcnow,
     validate_job_id,
 )
-from .repository import Filter, IfDuplicate, check_page, claim_arguments, filter_values
+from .repository import (
+    Filter,
+    IfDuplicate,
+    check_page,
+    claim_arguments,
+    completions,
+    filter_values,
+    new_batch,
+)
 
 __all__ = ["MemoryJobRepository"]
 
@@ -75,24 +83,13 @@ class MemoryJobRepository:
             return self._put(job.model_copy(update={"version": 1}, deep=True)).model_copy(deep=True)
 
     def add_many(self, jobs: Iterable[RemoteJob]) -> list[RemoteJob]:
-        batch = list(jobs)
-        for job in batch:
-            validate_job_id(job.id)
-            job.check_storable()
+        batch = new_batch(jobs)
         with self._lock:
-            ids: set[str] = set()
-            keys: dict[str, str] = {}
             for job in batch:
-                if job.id in self._jobs or job.id in ids:
+                if job.id in self._jobs:
                     raise JobAlreadyExists(job.id)
-                ids.add(job.id)
                 self._check_key(job)
-                if lifecycle.holds_key(job):
-                    assert job.unique_key is not None
-                    if job.unique_key in keys:
-                        raise DuplicateJob(job.id, job.unique_key, keys[job.unique_key])
-                    keys[job.unique_key] = job.id
-            stored = [self._put(job.model_copy(update={"version": 1}, deep=True)) for job in batch]
+            stored = [self._put(job.model_copy(deep=True)) for job in batch]
             return [job.model_copy(deep=True) for job in stored]
 
     def save(self, job: RemoteJob, *, expected_version: int | None = None) -> RemoteJob:
@@ -283,6 +280,25 @@ class MemoryJobRepository:
         return self._update(
             job_id, lambda j: lifecycle.complete(j, worker_id, result_data, attempt, utcnow())
         )
+
+    def complete_many(
+        self,
+        worker_id: str,
+        results: Mapping[str, dict[str, Any] | None],
+        *,
+        attempts: Mapping[str, int] | None = None,
+    ) -> list[RemoteJob]:
+        batch = completions(worker_id, results, attempts)
+        now = utcnow()
+        with self._lock:
+            changed: list[RemoteJob] = []
+            for job_id, result, attempt in batch:  # every refusal before any change
+                current = self._jobs.get(job_id)
+                if current is None:
+                    raise JobNotFound(job_id)
+                new = lifecycle.complete(current, worker_id, result, attempt, now)
+                changed.append(new.model_copy(update={"version": current.version + 1}))
+            return [self._put(job).model_copy(deep=True) for job in changed]
 
     def fail(
         self,

@@ -13,8 +13,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import lifecycle
+from .errors import JobNotFound
 from .model import RemoteJob
-from .pgrows import FIELDS, NOW, UPDATE, job_from_row, update_params
+from .pgrows import FIELDS, LOCK_ONE, NOW, UPDATE, job_from_row, update_params
 
 if TYPE_CHECKING:
     from .pgconnect import Cursor
@@ -117,3 +118,24 @@ def expire_rows(cur: Cursor, now: datetime | None) -> list[RemoteJob]:
             new = lifecycle.expire(current, row[0])
             changed.append(write_job(cur, new, current.version + 1))
     return changed
+
+
+def complete_rows(
+    cur: Cursor,
+    worker_id: str,
+    batch: Sequence[tuple[str, dict[str, Any] | None, int | None]],
+) -> list[RemoteJob]:
+    """``complete_many`` inside the caller's transaction: each row locked (in id order, so
+    two batches never wait for each other in a circle), every job checked before any is
+    written; a refusal raises and the transaction writes nothing."""
+    found: dict[str, tuple[datetime, RemoteJob]] = {}
+    for job_id in sorted({job_id for job_id, _, _ in batch}):
+        row = cur.execute(LOCK_ONE, (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        found[job_id] = (row[0], job_from_row(row[1:]))
+    changed = []
+    for job_id, result, attempt in batch:
+        now, current = found[job_id]
+        changed.append((lifecycle.complete(current, worker_id, result, attempt, now), current))
+    return [write_job(cur, new, current.version + 1) for new, current in changed]

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -54,7 +54,7 @@ from .model import (
     RemoteJob,
     validate_job_id,
 )
-from .pgclaims import claim_rows, expire_rows, write_job
+from .pgclaims import claim_rows, complete_rows, expire_rows, write_job
 from .pgconnect import (
     INIT_COMMAND,
     configure,
@@ -91,7 +91,9 @@ from .repository import (
     ImportResult,
     check_page,
     claim_arguments,
+    completions,
     filter_values,
+    new_batch,
 )
 
 if TYPE_CHECKING:
@@ -290,20 +292,7 @@ class PostgresJobRepository:
 
     def add_many(self, jobs: Iterable[RemoteJob]) -> list[RemoteJob]:
         """Insert every job as version 1 in one transaction: all of them, or none."""
-        batch = list(jobs)
-        ids: set[str] = set()
-        keys: dict[str, str] = {}
-        for job in batch:
-            validate_job_id(job.id)
-            job.check_storable()
-            if job.id in ids:
-                raise JobAlreadyExists(job.id)
-            ids.add(job.id)
-            if lifecycle.holds_key(job):
-                assert job.unique_key is not None
-                if job.unique_key in keys:
-                    raise DuplicateJob(job.id, job.unique_key, keys[job.unique_key])
-                keys[job.unique_key] = job.id
+        batch = new_batch(jobs)
         if not batch:
             return []
         try:
@@ -547,6 +536,20 @@ class PostgresJobRepository:
         return self._change(
             job_id, lambda job, now: lifecycle.complete(job, worker_id, result_data, attempt, now)
         )
+
+    def complete_many(
+        self,
+        worker_id: str,
+        results: Mapping[str, dict[str, Any] | None],
+        *,
+        attempts: Mapping[str, int] | None = None,
+    ) -> list[RemoteJob]:
+        """Several jobs processing → completed in one transaction, all or none."""
+        batch = completions(worker_id, results, attempts)
+        if not batch:
+            return []
+        with self._cursor(transaction=True) as cur:
+            return complete_rows(cur, worker_id, batch)
 
     def fail(
         self,

@@ -34,15 +34,15 @@ Workers that need nothing else (the rules live in ``hybridstore.lifecycle``):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
-from .errors import InvalidArgument
-from .lifecycle import lease_delta
-from .model import JobStatus, RemoteJob, parse_status
+from .errors import DuplicateJob, InvalidArgument, JobAlreadyExists
+from .lifecycle import holds_key, lease_delta
+from .model import JobStatus, RemoteJob, parse_status, validate_job_id
 
 __all__ = [
     "Filter",
@@ -244,6 +244,19 @@ class JobRepository(Protocol):
         """processing → completed, with ``completed_at`` and the result."""
         ...
 
+    def complete_many(
+        self,
+        worker_id: str,
+        results: Mapping[str, dict[str, Any] | None],
+        *,
+        attempts: Mapping[str, int] | None = None,
+    ) -> list[RemoteJob]:
+        """Complete several jobs ``worker_id`` holds in one write (job id -> its result),
+        each as ``complete`` would, all or none: any refusal (``JobNotFound``,
+        ``NotJobOwner``, ``InvalidTransition``) completes none. ``attempts`` maps a job id
+        to the attempt it was claimed with, for the jobs whose holder is fenced by it."""
+        ...
+
     def fail(
         self,
         job_id: str,
@@ -307,6 +320,52 @@ def claim_arguments(
     if not all(isinstance(t, str) for t in wanted):
         raise InvalidArgument("content_types must be strings")
     return wanted
+
+
+def new_batch(jobs: Iterable[RemoteJob]) -> list[RemoteJob]:
+    """``add_many``'s jobs, checked the same way on every backend before anything is
+    stored, as version 1: ids valid and distinct (``JobAlreadyExists``), counters that fit,
+    and no unique key held by two of them (``DuplicateJob``)."""
+    batch: list[RemoteJob] = []
+    ids: set[str] = set()
+    keys: dict[str, str] = {}
+    for job in jobs:
+        validate_job_id(job.id)
+        job.check_storable()
+        if job.id in ids:
+            raise JobAlreadyExists(job.id)
+        ids.add(job.id)
+        if holds_key(job):
+            assert job.unique_key is not None
+            if job.unique_key in keys:
+                raise DuplicateJob(job.id, job.unique_key, keys[job.unique_key])
+            keys[job.unique_key] = job.id
+        batch.append(job.model_copy(update={"version": 1}))
+    return batch
+
+
+def completions(
+    worker_id: object,
+    results: Mapping[str, dict[str, Any] | None],
+    attempts: Mapping[str, int] | None,
+) -> list[tuple[str, dict[str, Any] | None, int | None]]:
+    """Check ``complete_many``'s arguments the same way for every backend
+    (``InvalidArgument``, ``InvalidJobId``) and return (job id, result, attempt) in the
+    order given."""
+    if not isinstance(worker_id, str) or not worker_id:
+        raise InvalidArgument("worker_id must be a non-empty string")
+    if not isinstance(results, Mapping):
+        raise InvalidArgument("results must map job ids to their result (a dict or None)")
+    attempts = {} if attempts is None else attempts
+    if not isinstance(attempts, Mapping):
+        raise InvalidArgument("attempts must map job ids to the attempt they were claimed with")
+    stray = [job_id for job_id in attempts if job_id not in results]
+    if stray:
+        raise InvalidArgument(f"attempts names jobs that results does not: {stray[:5]!r}")
+    return [
+        (validate_job_id(job_id), result, attempts.get(job_id))
+        for job_id, result in results.items()
+    ]
 
 
 # -- importing jobs exactly as given (``import_jobs``, used by ``transfer.copy_jobs``) ------

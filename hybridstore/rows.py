@@ -7,13 +7,18 @@ one file per job. The writes here run inside the caller's transaction.
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+
 from .model import RemoteJob
+
+log = structlog.get_logger("hybridstore")
 
 __all__ = [
     "FILTER_COLUMNS",
@@ -240,3 +245,28 @@ def key_holder(conn: sqlite3.Connection, unique_key: str, job_id: str) -> str | 
         (unique_key, job_id),
     ).fetchone()
     return None if row is None else str(row[0])
+
+
+def parse_bodies(bodies: list[bytes]) -> list[RemoteJob]:
+    """The jobs of the bodies copied into the index (set queries are answered from these).
+
+    A copy indexed before this version that it refuses (a value out of range) is left out
+    of the answer, as its file is of a rebuild; ``verify`` reports it and ``repair``
+    quarantines it."""
+    # Tens of thousands of new objects would set off the cyclic garbage collector again
+    # and again, for nothing: none of them is garbage yet.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return [RemoteJob.from_json(body) for body in bodies]
+    except ValueError:
+        jobs = []
+        for body in bodies:
+            try:
+                jobs.append(RemoteJob.from_json(body))
+            except ValueError as exc:
+                log.warning("skipped_invalid_index_copy", reason=str(exc).splitlines()[0])
+        return jobs
+    finally:
+        if collecting:
+            gc.enable()

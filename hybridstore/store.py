@@ -12,9 +12,8 @@ show a write a few milliseconds before its file lands; point reads read the file
 
 from __future__ import annotations
 
-import gc
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import structlog
 
 from . import lifecycle
+from .batches import Batches
 from .claims import Claims
 from .config import check_data_dir, default_data_dir
 from .errors import (
@@ -58,10 +58,11 @@ from .repository import (
     ImportResult,
     check_page,
     claim_arguments,
+    completions,
     filter_values,
-    import_action,
+    new_batch,
 )
-from .rows import to_us
+from .rows import parse_bodies, to_us
 from .sidecar import SIDECAR_NAME, Sidecar
 
 __all__ = ["DEFAULT_MAX_JOB_BYTES", "JobStore"]
@@ -149,6 +150,7 @@ class JobStore:
             lock_timeout=lock_timeout,
         )
         self._claims = Claims(self._sidecar, self.journal, lock_timeout=lock_timeout)
+        self._batches = Batches(self.journal)
         self._closed = False
         try:
             with self._sidecar.lock:
@@ -259,21 +261,11 @@ class JobStore:
         """Store new jobs as ``add`` would, all or none: ``JobAlreadyExists`` or
         ``DuplicateJob`` for a clash (with a stored job or within the batch) stores none.
         One sidecar transaction for the batch, then the files."""
-        batch = [job.model_copy(update={"version": 1}) for job in jobs]
-        ids: set[str] = set()
-        for job in batch:
-            validate_job_id(job.id)
-            if job.id in ids:
-                raise JobAlreadyExists(job.id)
-            ids.add(job.id)
+        batch = new_batch(jobs)
         if not batch:
             return []
         self._ready()
-        with self.journal.lock_all(ids):
-            for job in batch:
-                if self.journal.load_locked(job.id) is not None:
-                    raise JobAlreadyExists(job.id)
-            return self.journal.commit_many(batch, "add")
+        return self._batches.add(batch)
 
     def save(self, job: RemoteJob, *, expected_version: int | None = None) -> RemoteJob:
         """Insert or replace ``job``; the stored copy gets the stored version + 1."""
@@ -308,17 +300,8 @@ class JobStore:
         → untouched (so a second copy writes nothing), lower stored version → replaced,
         otherwise kept as a conflict.
         """
-        result = ImportResult()
         self._ready()
-        for job in jobs:
-            validate_job_id(job.id)
-            with self.journal.lock(job.id):
-                current = self.journal.load_locked(job.id)
-                action = import_action(current, job)
-                if action in ("insert", "replace"):
-                    self.journal.commit(job.id, current, job, "import")
-            result.record(job.id, action)
-        return result
+        return self._batches.import_jobs(jobs)
 
     # -- repository: reads ------------------------------------------------------------------
 
@@ -350,29 +333,6 @@ class JobStore:
                 return None
         return None
 
-    @staticmethod
-    def _parse_bodies(bodies: list[bytes]) -> list[RemoteJob]:
-        # Tens of thousands of new objects would set off the cyclic garbage collector again
-        # and again, for nothing: none of them is garbage yet.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            return [RemoteJob.from_json(body) for body in bodies]
-        except ValueError:
-            # A copy indexed before this version refused what its file holds (a value out
-            # of range): left out of the answer, as its file is of a rebuild; ``verify``
-            # reports it and ``repair`` quarantines it.
-            jobs = []
-            for body in bodies:
-                try:
-                    jobs.append(RemoteJob.from_json(body))
-                except ValueError as exc:
-                    log.warning("skipped_invalid_index_copy", reason=str(exc).splitlines()[0])
-            return jobs
-        finally:
-            if collecting:
-                gc.enable()
-
     def find(
         self,
         *,
@@ -388,7 +348,7 @@ class JobStore:
         check_page(limit, offset)
         filters = filter_values(status, content_type, worker_id, ingestion_task_id)
         self._ready()
-        return self._parse_bodies(self._sidecar.bodies(filters, limit, offset))
+        return parse_bodies(self._sidecar.bodies(filters, limit, offset))
 
     def count(
         self,
@@ -415,7 +375,7 @@ class JobStore:
         """Pending or processing jobs whose ``timeout_at`` is before ``now``."""
         self._ready()
         cutoff = to_us(resolve_now(now))
-        return self._parse_bodies(
+        return parse_bodies(
             self._sidecar.bodies_before("timeout_us", sorted(ACTIVE_STATUSES), cutoff)
         )
 
@@ -427,7 +387,7 @@ class JobStore:
             cutoff = to_us(resolve_now(now) - timedelta(days=days_old))
         except (OverflowError, TypeError, ValueError):
             raise InvalidArgument(f"days_old must be a number of days, got {days_old!r}") from None
-        return self._parse_bodies(
+        return parse_bodies(
             self._sidecar.bodies_before("finished_us", sorted(TERMINAL_STATUSES), cutoff)
         )
 
@@ -509,6 +469,22 @@ class JobStore:
             lambda job: lifecycle.complete(job, worker_id, result_data, attempt, utcnow()),
             "complete",
         )
+
+    def complete_many(
+        self,
+        worker_id: str,
+        results: Mapping[str, dict[str, Any] | None],
+        *,
+        attempts: Mapping[str, int] | None = None,
+    ) -> list[RemoteJob]:
+        """Several jobs processing → completed in one write, all or none (see
+        ``JobRepository.complete_many``): one sidecar commit, the files made durable
+        together."""
+        batch = completions(worker_id, results, attempts)
+        if not batch:
+            return []
+        self._ready()
+        return self._batches.complete(worker_id, batch, utcnow())
 
     def fail(
         self,

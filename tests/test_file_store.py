@@ -379,18 +379,18 @@ def test_a_write_whose_sidecar_another_thread_reopened_meanwhile_is_indexed(
 ) -> None:
     import hybridstore.journal as store_module
 
-    real_write = store_module.write_atomic
+    real_write = store_module.write_many
 
     def sidecar_replaced_mid_write(*args: object, **kwargs: object) -> None:
         # The row is committed to the old sidecar; now it goes, and another thread of this
         # process reopens it (rebuilt from the files, which do not hold the job yet).
-        monkeypatch.setattr(store_module, "write_atomic", real_write)
+        monkeypatch.setattr(store_module, "write_many", real_write)
         for suffix in ("", "-wal", "-shm"):
             Path(f"{data_dir / SIDECAR_NAME}{suffix}").unlink(missing_ok=True)
         store._ready()
         real_write(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(store_module, "write_atomic", sidecar_replaced_mid_write)
+    monkeypatch.setattr(store_module, "write_many", sidecar_replaced_mid_write)
     job = store.add(new_job())
     assert store.find() == [job]
     assert store.claim_next("w") is not None
@@ -597,13 +597,13 @@ def _slow_claim_all(target: str, name: str, order: list[str] | None, start: Any,
     from hybridstore.claims import Claims
     from tests.contract.test_concurrency import claim_all
 
-    original = Claims._try_claim  # the file store's claim of one candidate
+    original = Claims._claim_round  # the file store's claim of the candidates it found
 
-    def slow_try_claim(self: Claims, *args: Any) -> Any:
+    def slow_claim_round(self: Claims, *args: Any) -> Any:
         time.sleep(0.002)
         return original(self, *args)
 
-    Claims._try_claim = slow_try_claim  # type: ignore[method-assign]
+    Claims._claim_round = slow_claim_round  # type: ignore[method-assign]
     claim_all(target, name, order, start, out)
 
 

@@ -96,6 +96,7 @@ def routes(job_id: str) -> list[tuple[str, str, Any]]:
         ("POST", "/claims", {"worker_id": "w"}),
         ("POST", f"/jobs/{job_id}/heartbeat", {"worker_id": "w"}),
         ("POST", f"/jobs/{job_id}/complete", {"worker_id": "w"}),
+        ("POST", "/completions", {"worker_id": "w", "results": {job_id: None}}),
         ("POST", f"/jobs/{job_id}/fail", {"worker_id": "w", "error_message": "x"}),
         ("GET", "/", None),
         ("GET", "/ui/data", None),
@@ -103,7 +104,7 @@ def routes(job_id: str) -> list[tuple[str, str, Any]]:
     ]
 
 
-WORKER_ALLOWED = {"/claims", "/heartbeat", "/complete", "/fail"}
+WORKER_ALLOWED = {"/claims", "/heartbeat", "/complete", "/completions", "/fail"}
 
 
 def _worker_may(method: str, path: str) -> bool:

@@ -392,3 +392,51 @@ def test_claim_many_claims_up_to_n_in_claim_order(repo: JobRepository) -> None:
     for bad in (-1, 1.5, "2"):
         with pytest.raises(InvalidArgument):
             repo.claim_many("w", bad)  # type: ignore[arg-type]
+
+
+def test_complete_many_completes_each_as_complete_would(repo: JobRepository) -> None:
+    for n in range(3):
+        repo.add(new_job(unique_key=f"k{n}"))
+    held = repo.claim_many("w", 3)
+    results = {job.id: {"n": n} for n, job in enumerate(held)}
+    results[held[2].id] = None
+    done = repo.complete_many("w", results, attempts={job.id: job.attempt for job in held[:2]})
+    assert [j.id for j in done] == [j.id for j in held]
+    for job, before in zip(done, held, strict=True):
+        assert job.status is JobStatus.COMPLETED and job.version == before.version + 1
+        assert job.result_data == results[job.id] and job.completed_at is not None
+        assert repo.get(job.id) == job
+    assert repo.count(status=JobStatus.COMPLETED) == 3
+    repo.add(new_job(unique_key="k0"))  # a completed job frees its key
+    assert repo.complete_many("w", {}) == []
+
+
+@pytest.mark.parametrize("refusal", ["not found", "not owner", "stale attempt", "not processing"])
+def test_complete_many_completes_none_when_one_is_refused(
+    repo: JobRepository, refusal: str
+) -> None:
+    for _ in range(3):
+        repo.add(new_job())
+    held = repo.claim_many("w", 2)
+    other = repo.claim_next("rival")
+    assert other is not None
+    results: dict[str, dict[str, int] | None] = {job.id: {"ok": 1} for job in held}
+    attempts = {job.id: job.attempt for job in held}
+    expected: type[Exception] = InvalidTransition
+    if refusal == "not found":
+        results["no-such-job"], expected = None, JobNotFound
+    elif refusal == "not owner":
+        results[other.id], expected = None, NotJobOwner
+    elif refusal == "stale attempt":
+        attempts[held[1].id] = held[1].attempt + 1
+        expected = NotJobOwner
+    else:
+        repo.complete(other.id, "rival")
+        results[other.id] = None
+    with pytest.raises(expected):
+        repo.complete_many("w", results, attempts=attempts)
+    assert [repo.get(job.id) for job in held] == held  # none completed
+    with pytest.raises(InvalidArgument):
+        repo.complete_many("w", {held[0].id: None}, attempts={"elsewhere": 1})
+    with pytest.raises(InvalidArgument):
+        repo.complete_many("", {held[0].id: None})

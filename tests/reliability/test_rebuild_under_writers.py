@@ -84,14 +84,14 @@ def _fail_when_told(
     row and intent have committed) until told to go on."""
     import hybridstore.journal as store_module
 
-    real = store_module.write_atomic
+    real = store_module.write_many
 
     def paused(*args: Any, **kwargs: Any) -> None:
         committed.set()
         assert go.wait(30)
         real(*args, **kwargs)
 
-    store_module.write_atomic = paused  # type: ignore[assignment]
+    store_module.write_many = paused  # type: ignore[assignment]
     with JobStore(data_dir) as store:
         store.fail(job_id, "w", "again", attempt=attempt, retry_in=0)
         moved.set()

@@ -325,16 +325,17 @@ def test_add_many_whose_file_step_fails_leaves_no_ghost_row(
     row and intent stayed: counted, listed, holding its unique key, yet no file."""
     import hybridstore.journal as journal_module
 
-    real, calls = journal_module.write_atomic, [0]
+    real = journal_module.write_many
 
-    def failing_second(directory: Path, name: str, data: bytes, *, durable: bool) -> None:
-        calls[0] += 1
-        if calls[0] == 2:
-            raise StorageError(directory / name, OSError(errno.ENOSPC, "No space left"))
-        real(directory, name, data, durable=durable)
+    def failing_second(files: list[tuple[Path, str, bytes]], *, durable: bool) -> None:
+        # As ``write_many`` fails when the second rename does: the first is in place.
+        real(files[:1], durable=durable)
+        directory, name, _ = files[1]
+        error = OSError(errno.ENOSPC, "No space left")
+        raise StorageError(directory / name, error, renamed=1)
 
     with JobStore(data_dir) as store:
-        monkeypatch.setattr(journal_module, "write_atomic", failing_second)
+        monkeypatch.setattr(journal_module, "write_many", failing_second)
         jobs = [make_job(f"j{i}", unique_key=f"K{i}") for i in range(3)]
         with pytest.raises(StorageError):
             store.add_many(jobs)

@@ -238,17 +238,17 @@ def test_write_racing_a_sidecar_deletion_and_rebuild_is_not_hidden(
     import hybridstore.journal as store_module
 
     store = JobStore(data_dir)
-    original = store_module.write_atomic
+    original = store_module.write_many
 
-    def racing(directory: Path, name: str, data: bytes, *, durable: bool) -> None:
+    def racing(files: list[tuple[Path, str, bytes]], *, durable: bool) -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{_sidecar(data_dir)}{suffix}").unlink(missing_ok=True)
         JobStore(data_dir).close()  # "another process" rebuilds: the job is not there yet
-        original(directory, name, data, durable=durable)
+        original(files, durable=durable)
 
-    monkeypatch.setattr(store_module, "write_atomic", racing)
+    monkeypatch.setattr(store_module, "write_many", racing)
     added = store.add(make_job("raced"))
-    monkeypatch.setattr(store_module, "write_atomic", original)
+    monkeypatch.setattr(store_module, "write_many", original)
     with JobStore(data_dir) as other:
         assert [j.id for j in other.find()] == [added.id]
         assert other.claim_next("w") is not None

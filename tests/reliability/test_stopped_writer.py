@@ -26,7 +26,7 @@ def _stop_inside_a_write(data_dir: Path, job_id: str, ready_w: int) -> None:
         os.write(ready_w, b"x")
         os.kill(os.getpid(), signal.SIGSTOP)
 
-    store_module.write_atomic = stopped  # type: ignore[assignment]
+    store_module.write_many = stopped  # type: ignore[assignment]
     with JobStore(data_dir) as store:
         job = store.get(job_id)
         assert job is not None
