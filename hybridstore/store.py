@@ -19,8 +19,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from . import lifecycle
 from .claims import Claims
 from .config import check_data_dir, default_data_dir
@@ -40,6 +38,7 @@ from .files import (
 )
 from .journal import Journal
 from .locks import StripeLocks
+from .logs import get_logger
 from .maintenance import Maintenance, ProgressCallback, is_read_only
 from .migrations import Migration
 from .model import (
@@ -66,7 +65,7 @@ from .sidecar import SIDECAR_NAME, Sidecar
 
 __all__ = ["DEFAULT_MAX_JOB_BYTES", "JobStore"]
 
-log = structlog.get_logger("hybridstore")
+log = get_logger("hybridstore")
 
 DEFAULT_MAX_JOB_BYTES = 8 * 1024 * 1024
 
