@@ -341,9 +341,12 @@ def copy(
     for difference in report.differences[:SHOWN]:
         click.echo(f"{difference.kind}: {safe(difference.job_id)}: {safe(difference.detail)}")
     _more(len(report.differences), "difference")
+    _echo_skipped(report.skipped)
     if report.ok:
         verified = ", every job compared" if report.verified else ""
         click.echo(f"ok: counts match{verified}")
+    elif report.unreadable and report.counts_match and not report.conflicts:
+        click.echo("copy incomplete: unreadable job files were not copied", err=True)
     else:
         click.echo("copy check failed", err=True)
     sys.exit(0 if report.ok else 1)
@@ -351,6 +354,28 @@ def copy(
 
 # How many lines of a long list a text report shows (--json shows them all).
 SHOWN = 20
+
+
+def _echo_skipped(skipped: list[Any]) -> None:
+    """The jobs of a data directory that copy left behind, and what to do about them."""
+    gone = [s for s in skipped if s.kind == "gone"]
+    unreadable = [s for s in skipped if s.kind == "unreadable"]
+    if gone:
+        click.echo(
+            f"skipped {plural(len(gone), 'job')} whose file is gone (the source's index still"
+            " lists it; 'hybridstore verify --repair' there drops the row):"
+        )
+        for item in gone[:SHOWN]:
+            click.echo(f"  gone: {safe(item.job_id)}: {safe(item.path)}")
+        _more(len(gone), "skipped job")
+    if unreadable:
+        click.echo(
+            f"skipped {plural(len(unreadable), 'unreadable job file')} (not copied: fix or"
+            " restore them, or quarantine them with 'hybridstore verify --repair'):"
+        )
+        for item in unreadable[:SHOWN]:
+            click.echo(f"  unreadable: {safe(item.path)}: {safe(item.detail)}")
+        _more(len(unreadable), "unreadable file")
 
 
 def _more(total: int, what: str) -> None:
