@@ -83,3 +83,85 @@ def test_copy_skips_as_a_process(spoiled: Path, tmp_path: Path) -> None:
     done = hybridstore("copy", "--from", "source", "--to", "target", cwd=tmp_path)
     assert done.returncode == 1 and done.stderr.count("\n") == 1
     assert "gone: job-0" in done.stdout and "unreadable: source/pending/job-1.json" in done.stdout
+
+
+# -- 3. a missing store is named as the user gave it -----------------------------------
+
+
+@pytest.mark.parametrize("given", ["./typo", "typo/", "nested/../typo"])
+def test_a_missing_store_is_named_as_given(tmp_path: Path, given: str) -> None:
+    done = hybridstore("--data-dir", given, "stats", cwd=tmp_path)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == (
+        f"error: no data directory at {given}:"
+        f" create it with 'hybridstore --data-dir {given} init'\n"
+    )
+    code, _, err = invoke("--data-dir", str(tmp_path / "x") + "/", "list")
+    assert code == 1 and f"no data directory at {tmp_path / 'x'}/:" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_store_says_where_its_path_came_from(tmp_path: Path) -> None:
+    done = hybridstore("list", cwd=tmp_path, HYBRIDSTORE_URL="./from-url")
+    assert done.returncode == 1 and done.stderr == (
+        "error: no data directory at ./from-url (from $HYBRIDSTORE_URL):"
+        " create it with 'hybridstore init'\n"
+    )
+    done = hybridstore("list", cwd=tmp_path, HYBRIDSTORE_DATA_DIR="./from-env")
+    assert "at ./from-env (from $HYBRIDSTORE_DATA_DIR)" in done.stderr
+    done = hybridstore(
+        "copy", "--from", "./old", "--to", "./new", cwd=tmp_path, HYBRIDSTORE_DATA_DIR=""
+    )
+    assert done.returncode == 1
+    assert "at ./old: create it with 'hybridstore --data-dir ./old init'" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_that_is_no_store_is_named_as_given(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    done = hybridstore("--data-dir", "./src", "verify", cwd=tmp_path)
+    assert done.returncode == 1 and done.stderr.startswith(
+        "error: ./src is a directory but not a hybridstore data directory"
+    )
+    assert "'hybridstore --data-dir ./src init'" in done.stderr
+    assert list((tmp_path / "src").iterdir()) == []
+
+
+def test_the_quoted_init_command_can_be_pasted(tmp_path: Path) -> None:
+    code, _, err = invoke("--data-dir", str(tmp_path / "my jobs"), "stats")
+    assert code == 1 and f"'hybridstore --data-dir \"{tmp_path / 'my jobs'}\" init'" in err
+
+
+# -- 5. an empty $HYBRIDSTORE_URL is a usage error, as --data-dir "" is ---------------
+
+
+@pytest.mark.parametrize("value", ["", " "])
+def test_an_empty_hybridstore_url_is_a_usage_error(tmp_path: Path, value: str) -> None:
+    for args in (
+        ["stats"],
+        ["init"],
+        ["list", "--json"],
+        ["add", "--task", "t", "--source", "/s", "--type", "audio"],
+    ):
+        done = hybridstore(*args, cwd=tmp_path, HYBRIDSTORE_URL=value)
+        assert done.returncode == 2 and done.stdout == "", args
+        assert done.stderr == (
+            "error: $HYBRIDSTORE_URL is set but empty:"
+            " set it to a directory or a URL, or unset it\n"
+        )
+        code, _, err = invoke(*args, env={"HYBRIDSTORE_URL": value})
+        assert code == 2 and "$HYBRIDSTORE_URL is set but empty" in err
+    assert list(tmp_path.iterdir()) == []  # no default store made in the current folder
+
+
+def test_open_repository_refuses_an_empty_hybridstore_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hybridstore import InvalidArgument, open_repository
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HYBRIDSTORE_URL", "")
+    with pytest.raises(InvalidArgument, match=r"\$HYBRIDSTORE_URL is set but empty"):
+        open_repository()
+    assert list(tmp_path.iterdir()) == []
+

@@ -20,6 +20,7 @@ from .group import (
     echo_json,
     fail,
     not_empty,
+    opened,
     pass_context,
     plural,
     progress_bar,
@@ -310,8 +311,8 @@ def copy(
     source_target = resolve_target(from_url) if from_url else context.resolved()
     if _same_store(source_target, resolve_target(to_url)):
         raise click.UsageError("--to names the store copied from: nothing to copy")
-    source = open_repository(source_target, create=False)
-    try:
+    given = (from_url, "--from") if from_url else context.given()
+    with opened(source_target, *given) as source:
         target = open_repository(to_url)
         try:
             show_bar = sys.stderr.isatty() and not as_json
@@ -321,8 +322,6 @@ def copy(
                 )
         finally:
             target.close()
-    finally:
-        source.close()
     if as_json:
         echo_json(report.to_dict())
         sys.exit(0 if report.ok else 1)
