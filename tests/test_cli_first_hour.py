@@ -165,3 +165,20 @@ def test_open_repository_refuses_an_empty_hybridstore_url(
         open_repository()
     assert list(tmp_path.iterdir()) == []
 
+
+# -- 8. the data-directory commands on another backend are usage errors ----------------
+
+
+@pytest.mark.parametrize("command", ["verify", "reindex", "init", "migrate"])
+@pytest.mark.parametrize(
+    "url", ["postgresql://nobody@127.0.0.1:1/none", "http://127.0.0.1:1"], ids=["pg", "http"]
+)
+def test_data_directory_commands_on_another_backend_exit_2(
+    tmp_path: Path, command: str, url: str
+) -> None:
+    code, out, err = invoke("--data-dir", url, command)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert f"'{command}' is for a data directory" in err and "--data-dir DIR" in err
+    done = hybridstore(command, cwd=tmp_path, HYBRIDSTORE_URL=url)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert f"'{command}' is for a data directory" in done.stderr

@@ -96,12 +96,16 @@ class Context:
     @contextmanager
     def file_store(self, command: str, *, create: bool = False) -> Iterator[JobStore]:
         target = self.resolved()
-        if is_http_url(target):
-            fail(f"'{command}' works on a data directory, not on a server over HTTP")
-        if is_database_url(target):
-            fail(
-                f"'{command}' works on a data directory, not on a database"
-                " (for PostgreSQL: hybridstore db init|migrate|test --url URL)"
+        if is_http_url(target) or is_database_url(target):
+            where = "a server over HTTP" if is_http_url(target) else "PostgreSQL"
+            extra = (
+                " (for PostgreSQL's schema: hybridstore db init|migrate|test --url URL)"
+                if is_database_url(target)
+                else ""
+            )
+            usage_fail(
+                f"'{command}' is for a data directory, not for {where}: give --data-dir DIR"
+                f"{extra}"
             )
         try:
             check_data_dir(target, create=create)
