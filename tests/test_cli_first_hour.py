@@ -5,6 +5,7 @@ click's runner and, for exit codes and one-line errors, as a real process."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -182,3 +183,42 @@ def test_data_directory_commands_on_another_backend_exit_2(
     done = hybridstore(command, cwd=tmp_path, HYBRIDSTORE_URL=url)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert f"'{command}' is for a data directory" in done.stderr
+
+
+# -- 4. stats on an empty store says so ------------------------------------------------
+
+
+def test_stats_on_an_empty_store_says_no_jobs(tmp_path: Path) -> None:
+    JobStore(tmp_path / "jobs").close()
+    done = hybridstore("--data-dir", "jobs", "stats", cwd=tmp_path)
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout == (
+        "store: jobs\nno jobs (add one with 'hybridstore add --task ID --source PATH --type CT')\n"
+    )
+    code, out, _ = invoke("--data-dir", str(tmp_path / "jobs"), "stats", "--json")
+    assert code == 0 and json.loads(out) == {
+        "total_jobs": 0,
+        "status_counts": {
+            "pending": 0,
+            "processing": 0,
+            "completed": 0,
+            "failed": 0,
+            "timeout": 0,
+            "cancelled": 0,
+        },
+        "content_type_counts": {},
+        "worker_counts": {},
+        "storage_size_mb": 0.0,
+    }
+
+
+def test_stats_prints_no_empty_heading(tmp_path: Path) -> None:
+    with JobStore(tmp_path / "jobs") as store:
+        store.add(new_job(id="waiting", content_type="audio"))
+    code, out, _ = invoke("--data-dir", str(tmp_path / "jobs"), "stats")
+    assert code == 0 and "total jobs: 1" in out
+    assert "by worker: none\n" in out and out.count("by content type:\n  audio") == 1
+    lines = out.splitlines()
+    for heading, following in itertools.pairwise(lines):
+        assert not (heading.endswith(":") and not following.startswith("  ")), out
+    assert not lines[-1].endswith(":")

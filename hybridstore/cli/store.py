@@ -128,6 +128,9 @@ def stats(context: Context, as_json: bool) -> None:
         echo_json(statistics)
         return
     click.echo(f"store: {safe(describe_target(context.resolved()))}")
+    if not statistics["total_jobs"]:
+        click.echo("no jobs (add one with 'hybridstore add --task ID --source PATH --type CT')")
+        return
     click.echo(f"total jobs: {statistics['total_jobs']}")
     click.echo(f"storage: {statistics['storage_size_mb']} MB")
     for title, key in (
@@ -135,8 +138,12 @@ def stats(context: Context, as_json: bool) -> None:
         ("by content type", "content_type_counts"),
         ("by worker", "worker_counts"),
     ):
+        counts = statistics[key]
+        if not counts:  # e.g. no job has been claimed yet
+            click.echo(f"{title}: none")
+            continue
         click.echo(f"{title}:")
-        for name, count in statistics[key].items():
+        for name, count in counts.items():
             click.echo(f"  {safe(name):<20} {count:>8}")
 
 
