@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from click.testing import CliRunner
 from hybridstore import JobStore
 from hybridstore.cli import cli
 from tests.conftest import new_job
+from tests.http_support import ADMIN_TOKEN, WORKER_TOKEN, ServerProcess
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -222,3 +224,58 @@ def test_stats_prints_no_empty_heading(tmp_path: Path) -> None:
     for heading, following in itertools.pairwise(lines):
         assert not (heading.endswith(":") and not following.startswith("  ")), out
     assert not lines[-1].endswith(":")
+
+
+# -- 6. an auth error says how to pass a token -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("served")
+    started = ServerProcess(str(root / "data"), root / "server.log")
+    with JobStore(root / "data") as store:
+        store.add(new_job(id="served-1"))
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def test_auth_errors_say_how_to_pass_a_token(server: ServerProcess, tmp_path: Path) -> None:
+    # No token: 401, through --data-dir and through $HYBRIDSTORE_URL.
+    done = hybridstore("--data-dir", server.url, "stats", cwd=tmp_path)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == (
+        f"error: {server.url}: a valid bearer token is required (no token was given: set"
+        " $HYBRIDSTORE_TOKEN to one of the server's tokens, from its --token-file or"
+        " $HYBRIDSTORE_API_TOKENS)\n"
+    )
+    done = hybridstore("list", cwd=tmp_path, HYBRIDSTORE_URL=server.url)
+    assert done.returncode == 1 and "no token was given: set $HYBRIDSTORE_TOKEN" in done.stderr
+    # A wrong token: 401, and it says the one given was refused.
+    done = hybridstore(
+        "show",
+        "served-1",
+        cwd=tmp_path,
+        HYBRIDSTORE_URL=server.url,
+        HYBRIDSTORE_TOKEN="wrong-token-0123456789abcdef",
+    )
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
+    assert "the token in $HYBRIDSTORE_TOKEN was refused" in done.stderr
+    # A worker's token where an admin's is needed: 403.
+    done = hybridstore(
+        "stats", cwd=tmp_path, HYBRIDSTORE_URL=server.url, HYBRIDSTORE_TOKEN=WORKER_TOKEN
+    )
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
+    assert "lacks the role this command needs: use an admin token" in done.stderr
+    assert "$HYBRIDSTORE_TOKEN" in done.stderr
+    # Several ids: one line for all, not one per id.
+    code, _, err = invoke(
+        "--data-dir", server.url, "cancel", "a", "b", "c", env={"HYBRIDSTORE_TOKEN": ""}
+    )
+    assert code == 1 and err.count("\n") == 1 and "$HYBRIDSTORE_TOKEN" in err
+    # The right token works.
+    code, out, _ = invoke(
+        "--data-dir", server.url, "stats", "--json", env={"HYBRIDSTORE_TOKEN": ADMIN_TOKEN}
+    )
+    assert code == 0 and json.loads(out)["total_jobs"] == 1

@@ -18,11 +18,12 @@ import click
 from ..config import (
     DEFAULT_DATA_DIR,
     check_data_dir,
+    describe_target,
     is_database_url,
     is_http_url,
     resolve_target,
 )
-from ..errors import HybridStoreError, InvalidArgument, StoreNotFound
+from ..errors import AccessDenied, HybridStoreError, InvalidArgument, StoreNotFound
 from ..factory import open_repository
 from ..logs import LEVELS, configure_logging
 from ..repository import JobRepository
@@ -175,6 +176,31 @@ def missing_store(exc: StoreNotFound, given: str, origin: str | None) -> str:
 pass_context = click.make_pass_decorator(Context)
 
 
+TOKEN_VARIABLE = "HYBRIDSTORE_TOKEN"  # httpclient's, named here without importing httpx
+
+
+def access_denied(exc: AccessDenied, context: Context | None) -> str:
+    """The server's refusal, which server, and how to pass a token that it accepts."""
+    server = ""
+    if context is not None:
+        target = context.given()[0]
+        if is_http_url(target):
+            server = f"{describe_target(target)}: "
+    if exc.status == 403:
+        return (
+            f"{server}{exc} (the token in ${TOKEN_VARIABLE} lacks the role this command"
+            " needs: use an admin token)"
+        )
+    if os.environ.get(TOKEN_VARIABLE):
+        advice = f"the token in ${TOKEN_VARIABLE} was refused: set it"
+    else:
+        advice = f"no token was given: set ${TOKEN_VARIABLE}"
+    return (
+        f"{server}{exc} ({advice} to one of the server's tokens, from its --token-file or"
+        " $HYBRIDSTORE_API_TOKENS)"
+    )
+
+
 class HybridStoreGroup(click.Group):
     """Turns every error into one line and exit code 1, never a traceback (the traceback
     goes to stderr as well with ``--log-level debug``)."""
@@ -184,6 +210,8 @@ class HybridStoreGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise
+        except AccessDenied as exc:
+            fail(access_denied(exc, ctx.obj))
         except HybridStoreError as exc:
             fail(str(exc))
         except OSError as exc:
