@@ -279,3 +279,46 @@ def test_auth_errors_say_how_to_pass_a_token(server: ServerProcess, tmp_path: Pa
         "--data-dir", server.url, "stats", "--json", env={"HYBRIDSTORE_TOKEN": ADMIN_TOKEN}
     )
     assert code == 0 and json.loads(out)["total_jobs"] == 1
+
+
+# -- 7. db test names the schema it looked for, and db init ----------------------------
+
+
+@pytest.mark.postgres
+def test_db_test_names_the_missing_schema(pg_server_dsn: str, tmp_path: Path) -> None:
+    from tests.postgres_support import schema_dsn
+
+    missing = schema_dsn(pg_server_dsn, "hs_test_first_hour_missing")
+    code, out, err = invoke("db", "test", "--url", missing)
+    assert (
+        code == 1
+        and out == ""
+        and err
+        == (
+            "error: schema hs_test_first_hour_missing (the connection's search_path) does not"
+            " exist: create it with 'hybridstore db init'\n"
+        )
+    )
+    done = hybridstore("db", "test", "--url", missing, cwd=tmp_path)
+    assert done.returncode == 1 and done.stderr == err
+    # A reader names it too.
+    code, _, err = invoke("--data-dir", missing, "stats")
+    assert code == 1 and err.count("\n") == 1
+    assert "schema hs_test_first_hour_missing (the connection's search_path)" in err
+    assert "'hybridstore db init'" in err
+
+
+@pytest.mark.postgres
+def test_db_test_on_an_empty_schema_says_db_init(pg_schema_dsn: str) -> None:
+    from tests.test_readers_create_nothing import schema_of
+
+    schema = schema_of(pg_schema_dsn)
+    code, out, _ = invoke("db", "test", "--url", pg_schema_dsn)
+    assert code == 1
+    assert out.rstrip().endswith(
+        f"no hybridstore tables in schema {schema}: run `hybridstore db init`"
+    )
+    assert "db migrate" not in out
+    assert invoke("db", "init", "--url", pg_schema_dsn)[0] == 0
+    code, out, _ = invoke("db", "test", "--url", pg_schema_dsn)
+    assert code == 0 and "up to date" in out
