@@ -322,3 +322,49 @@ def test_db_test_on_an_empty_schema_says_db_init(pg_schema_dsn: str) -> None:
     assert invoke("db", "init", "--url", pg_schema_dsn)[0] == 0
     code, out, _ = invoke("db", "test", "--url", pg_schema_dsn)
     assert code == 0 and "up to date" in out
+
+
+# -- 9. the demo says what it counted ---------------------------------------------------
+
+
+def _demo_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **counts: int) -> tuple[int, str]:
+    from hybridstore import demo
+
+    def pretend(target: str, **options: object) -> demo.DemoReport:
+        report = demo.DemoReport(jobs=10, workers=2, claims=13, seconds=1.0, **counts)
+        report.work_seconds, report.lease_seconds = 0.002, 1.0
+        with JobStore(target) as store:
+            report.statistics = store.statistics()
+        return report
+
+    monkeypatch.setattr(demo, "run_demo", pretend)
+    code, out, _ = invoke("--data-dir", str(tmp_path / "demo"), "demo", "--jobs", "10")
+    return code, out
+
+
+def test_demo_says_what_abandoned_means(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out = _demo_output(tmp_path, monkeypatch, completed=10, failed_attempts=1, abandoned=2)
+    assert code == 0
+    assert "attempts: 10 completed, 1 failed (a simulated conversion error; retried" in out
+    assert (
+        "  and 2 abandoned by a simulated worker crash: each job came back to a worker once"
+        " its 1s lease ran out\n"
+    ) in out
+    assert "leases expired" not in out
+
+
+def test_demo_says_nothing_of_abandoned_when_none_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out = _demo_output(tmp_path, monkeypatch, completed=10)
+    assert code == 0 and "attempts: 10 completed, none failed\n" in out
+    assert "abandoned" not in out and "leases expired" not in out
+
+
+def test_demo_json_has_no_count_that_is_never_counted(tmp_path: Path) -> None:
+    code, out, _ = invoke(
+        "--data-dir", str(tmp_path / "demo"), "demo", "--jobs", "2", "--workers", "1", "--json"
+    )
+    report = json.loads(out)
+    assert code == 0 and "expired" not in report  # it was always 0
+    assert report["lease_seconds"] > 0 and "abandoned_leases" in report
