@@ -368,3 +368,33 @@ def test_demo_json_has_no_count_that_is_never_counted(tmp_path: Path) -> None:
     report = json.loads(out)
     assert code == 0 and "expired" not in report  # it was always 0
     assert report["lease_seconds"] > 0 and "abandoned_leases" in report
+
+
+# -- found by the newcomer pass ---------------------------------------------------------
+
+
+def test_init_twice_says_the_store_was_already_there(tmp_path: Path) -> None:
+    first = hybridstore("--data-dir", "jobs", "init", cwd=tmp_path)
+    assert first.returncode == 0 and first.stdout.startswith("initialized jobs ")
+    again = hybridstore("--data-dir", "jobs", "init", cwd=tmp_path)
+    assert again.returncode == 0
+    assert again.stdout.startswith("already a data directory: jobs (sidecar schema version")
+
+
+def test_serve_without_tokens_says_the_variable_is_not_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    JobStore(tmp_path / "jobs").close()
+    environment = {"HYBRIDSTORE_API_TOKENS": ""}
+    done = hybridstore("--data-dir", "jobs", "serve", cwd=tmp_path, **environment)
+    assert done.returncode == 1 and "($HYBRIDSTORE_API_TOKENS is empty)" in done.stderr
+    monkeypatch.delenv("HYBRIDSTORE_API_TOKENS", raising=False)  # a developer's own setting
+    done = hybridstore("--data-dir", "jobs", "serve", cwd=tmp_path)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
+    assert "($HYBRIDSTORE_API_TOKENS is not set)" in done.stderr
+    assert "'ROLE:TOKEN,ROLE:TOKEN'" in done.stderr
+
+
+def test_data_dir_help_names_every_kind_of_store() -> None:
+    code, out, _ = invoke("--help")
+    assert code == 0 and "http(s)://" in out and "$HYBRIDSTORE_TOKEN" in out

@@ -236,7 +236,8 @@ def not_empty(_ctx: click.Context, _param: click.Parameter, value: str | None) -
     "target",
     metavar="DIR|URL",
     callback=not_empty,
-    help="Data directory, file:// or postgresql:// URL. Default: $HYBRIDSTORE_URL, else "
+    help="Data directory, or a file://, postgresql:// or http(s):// (a hybridstore serve;"
+    " token in $HYBRIDSTORE_TOKEN) URL. Default: $HYBRIDSTORE_URL, else "
     "$HYBRIDSTORE_DATA_DIR, else $MORAG_REMOTE_JOBS_DATA_DIR, else ./data/remote_jobs.",
 )
 @click.option(

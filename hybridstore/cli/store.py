@@ -33,14 +33,23 @@ from .group import (
 @cli.command()
 @pass_context
 def init(context: Context) -> None:
-    """Create the data directory layout and its sidecar index."""
+    """Create the data directory layout and its sidecar index (nothing to do if present)."""
+    existed = _looks_like_store(context.resolved())
     with context.file_store("init", create=True) as store:
         if store.read_only:
             fail(f"{safe(store.data_dir)} is on a read-only file system: nothing to initialise")
+        verb = "already a data directory:" if existed else "initialized"
         click.echo(
-            f"initialized {safe(store.data_dir)} (sidecar schema version"
+            f"{verb} {safe(store.data_dir)} (sidecar schema version"
             f" {store.schema_version}, {plural(store.count(), 'job')})"
         )
+
+
+def _looks_like_store(path: str) -> bool:
+    """Whether ``path`` already holds a data directory's layout (every status folder)."""
+    if "://" in path:
+        return False
+    return all(os.path.isdir(os.path.join(path, status.value)) for status in JobStatus)
 
 
 @cli.command()
