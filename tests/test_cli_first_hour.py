@@ -398,3 +398,15 @@ def test_serve_without_tokens_says_the_variable_is_not_set(
 def test_data_dir_help_names_every_kind_of_store() -> None:
     code, out, _ = invoke("--help")
     assert code == 0 and "http(s)://" in out and "$HYBRIDSTORE_TOKEN" in out
+
+
+def test_python_m_hybridstore_is_the_command(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "hybridstore", "--data-dir", "typo", "stats"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1 and done.stderr.startswith("error: no data directory at typo:")
