@@ -13,19 +13,18 @@ import random
 import time
 from datetime import datetime
 
-import structlog
-
 from . import lifecycle
 from .errors import InvalidArgument, LockTimeout
 from .journal import Change, Journal
 from .locks import StripeLocks
+from .logs import get_logger
 from .model import JobStatus, RemoteJob, utcnow
 from .rows import to_us
 from .sidecar import Sidecar
 
 __all__ = ["CLAIM_BATCH", "TAKE_BACK_BATCH", "Claims"]
 
-log = structlog.get_logger("hybridstore")
+log = get_logger("hybridstore")
 
 # How many abandoned leases one claim takes back at most.
 TAKE_BACK_BATCH = 32

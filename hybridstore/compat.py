@@ -16,15 +16,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import structlog
-
 from .errors import HybridStoreError, InvalidJobId
+from .logs import get_logger
 from .model import JobStatus, RemoteJob, validate_job_id
 from .store import JobStore
 
 __all__ = ["RemoteJobsStorage", "StorageManager"]
 
-log = structlog.get_logger("hybridstore.compat")
+log = get_logger("hybridstore.compat")
 
 T = TypeVar("T")
 # What the older design caught and logged. InvalidJobId is re-raised before these.

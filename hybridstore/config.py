@@ -56,10 +56,16 @@ def resolve_target(target: str | os.PathLike[str] | None = None) -> str:
     None means ``$HYBRIDSTORE_URL`` if set, else the default data directory; a
     ``file://`` URL becomes its path. Other schemes and libpq ``key=value`` strings are
     refused (``BackendUnavailable``) rather than taken for directory names, and an empty
-    path (``InvalidArgument``) rather than taken for the current directory.
+    path (``InvalidArgument``) rather than taken for the current directory; so is an empty
+    ``$HYBRIDSTORE_URL`` rather than taken for "unset" (a deployment whose URL went
+    missing must not quietly use a local directory).
     """
     if target is None:
-        target = os.environ.get("HYBRIDSTORE_URL") or None
+        target = os.environ.get("HYBRIDSTORE_URL")
+        if target is not None and not target.strip():
+            raise InvalidArgument(
+                "$HYBRIDSTORE_URL is set but empty: set it to a directory or a URL, or unset it"
+            )
     if target is None:
         return str(default_data_dir())
     text = os.fspath(target)

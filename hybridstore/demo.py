@@ -37,9 +37,12 @@ class DemoReport:
     claims: int = 0
     completed: int = 0
     failed_attempts: int = 0
+    #: attempts a simulated worker crash left behind, leased: each job came back (to be
+    #: claimed again) once its lease ran out
     abandoned: int = 0
     lease_lost: int = 0
-    expired: int = 0
+    #: how long a claim's lease lasts (an abandoned job waits this long)
+    lease_seconds: float = 0.0
     seconds: float = 0.0
     #: seconds each worker sleeps per job to imitate the conversion work
     work_seconds: float = 0.0
@@ -68,7 +71,7 @@ class DemoReport:
             "failed_attempts": self.failed_attempts,
             "abandoned_leases": self.abandoned,
             "leases_lost": self.lease_lost,
-            "expired": self.expired,
+            "lease_seconds": self.lease_seconds,
             "seconds": round(self.seconds, 3),
             "claims_per_second": round(self.claims_per_second, 1),
             "work_seconds_per_job": self.work_seconds,
@@ -170,10 +173,12 @@ def run_demo(
     """Create ``jobs`` jobs in ``target`` and work them off with ``workers`` processes.
 
     Abandoned claims (a simulated crash) come back after ``lease_seconds``: the workers'
-    own claims take them back (and, while the file store does not yet, a sweep here);
-    ``progress(done, total)`` follows the jobs reaching a terminal status.
+    own claims take them back. ``progress(done, total)`` follows the jobs reaching a
+    terminal status.
     """
-    report = DemoReport(jobs=jobs, workers=workers, work_seconds=work_seconds)
+    report = DemoReport(
+        jobs=jobs, workers=workers, work_seconds=work_seconds, lease_seconds=lease_seconds
+    )
     repo = open_repository(target)
     try:
         terminal = sorted(TERMINAL_STATUSES)

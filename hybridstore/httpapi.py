@@ -43,7 +43,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-import structlog
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -54,13 +53,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .errors import HybridStoreError, InvalidArgument, JobNotFound
 from .httpguard import Guard, json_error
 from .httpwire import CLAIM_WAIT_MAX, error_body
+from .logs import get_logger
 from .model import RemoteJob, validate_job_id
 from .repository import IfDuplicate, JobRepository
 from .tokens import TokenTable
 
 __all__ = ["CLAIM_WAIT_MAX", "Guard", "app_from_environment", "create_app"]
 
-log = structlog.get_logger("hybridstore.http")
+log = get_logger("hybridstore.http")
 
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
 # Room for the envelope around a job (a claim's or a batch's fields) above the job limit.

@@ -33,20 +33,19 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import structlog
-
 from . import rows
 from .errors import CorruptJobFile, DuplicateJob, JobTooLarge, LockTimeout, StorageError
 from .files import JobFile, Layout, fsync_dir, read_job_file, remove_file, write_many
 from .lifecycle import holds_key, moved_into
 from .locks import StripeLocks
+from .logs import get_logger
 from .model import JobStatus, RemoteJob, parse_status, utcnow
 from .rows import Row, row_for
 from .sidecar import Sidecar
 
 __all__ = ["BUSY_RETRY_WAIT", "Change", "Journal", "clear_intent", "disown_intents"]
 
-log = structlog.get_logger("hybridstore")
+log = get_logger("hybridstore")
 
 # How long a sweep waits, the second time, for a job whose lock was busy the first.
 BUSY_RETRY_WAIT = 0.25

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import structlog
 from filelock import FileLock
 
 from . import rows
@@ -23,6 +22,7 @@ from .errors import CorruptJobFile, StorageError
 from .files import Layout, current_boot_id, read_job_file
 from .journal import Journal, disown_intents, now_us
 from .locks import coarse_lock
+from .logs import get_logger
 from .migrations import Migration
 from .model import JobStatus
 from .reports import Problem, ReindexReport, RepairReport, VerifyReport
@@ -31,7 +31,7 @@ from .sidecar import FOREIGN, Sidecar
 
 __all__ = ["TEMP_MAX_AGE", "TEMP_SWEEP_EVERY", "Maintenance", "is_read_only"]
 
-log = structlog.get_logger("hybridstore")
+log = get_logger("hybridstore")
 
 # How often (seconds) an open may look for temp files left by killed writers.
 TEMP_SWEEP_EVERY = 60

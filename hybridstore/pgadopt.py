@@ -46,9 +46,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import structlog
-
 from .errors import SchemaError
+from .logs import get_logger
 from .model import JOB_ID_PATTERN, JobStatus
 
 if TYPE_CHECKING:
@@ -56,7 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = ["OlderTable", "adopt", "find_older_table", "migrations_table_kind", "table_columns"]
 
-log = structlog.get_logger("hybridstore.postgres")
+log = get_logger("hybridstore.postgres")
 
 TABLE = "remote_jobs"
 

@@ -34,10 +34,7 @@ def schema_state(conn: Connection) -> tuple[str, int]:
     assert row is not None
     schema = row[0]
     if schema is None:
-        raise SchemaError(
-            "the connection's search_path names no existing schema:"
-            f" create it with '{INIT_COMMAND}'"
-        )
+        raise SchemaError(f"{_missing_schema(conn)}: create it with '{INIT_COMMAND}'")
     # From pg_class, not to_regclass(): after waiting for the advisory lock, a name lookup
     # without a lock can still answer from this session's stale catalog cache ("absent")
     # while another session has created and committed the table.
@@ -66,6 +63,16 @@ def schema_state(conn: Connection) -> tuple[str, int]:
         ) from exc
     assert found is not None
     return str(schema), int(found[0])
+
+
+def _missing_schema(conn: Connection) -> str:
+    """Which schema the connection looked for and did not find (its ``search_path``)."""
+    row = conn.execute("SHOW search_path").fetchone()
+    path = str(row[0]).strip() if row and row[0] else ""
+    names = [name.strip() for name in path.split(",") if name.strip()]
+    if len(names) == 1:
+        return f"schema {names[0]} (the connection's search_path) does not exist"
+    return f"no schema of the connection's search_path ({path}) exists"
 
 
 def _refuse_newer(schema: str, version: int, known: list[Migration]) -> None:
@@ -150,11 +157,7 @@ def require_schema(conn: Connection, target: str) -> None:
     version). Reads only: for callers that must not create a schema."""
     row = conn.execute("SELECT current_schema()").fetchone()
     if row is None or row[0] is None:
-        raise StoreNotFound(
-            target,
-            INIT_COMMAND,
-            f"{target}: the schema its search_path names does not exist",
-        )
+        raise StoreNotFound(target, INIT_COMMAND, f"{target}: {_missing_schema(conn)}")
     schema, version = schema_state(conn)
     if version == 0:
         older = find_older_table(conn, schema) is not None

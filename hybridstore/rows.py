@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
-
+from .logs import get_logger
 from .model import RemoteJob
 
-log = structlog.get_logger("hybridstore")
+log = get_logger("hybridstore")
 
 __all__ = [
     "FILTER_COLUMNS",

@@ -18,8 +18,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from . import lifecycle
 from .batches import Batches
 from .claims import Claims
@@ -40,6 +38,7 @@ from .files import (
 )
 from .journal import Journal
 from .locks import StripeLocks
+from .logs import get_logger
 from .maintenance import Maintenance, ProgressCallback, is_read_only
 from .migrations import Migration
 from .model import (
@@ -67,7 +66,7 @@ from .sidecar import SIDECAR_NAME, Sidecar
 
 __all__ = ["DEFAULT_MAX_JOB_BYTES", "JobStore"]
 
-log = structlog.get_logger("hybridstore")
+log = get_logger("hybridstore")
 
 DEFAULT_MAX_JOB_BYTES = 8 * 1024 * 1024
 

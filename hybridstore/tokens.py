@@ -149,8 +149,11 @@ def load_tokens(token_file: str | os.PathLike[str] | None = None) -> TokenTable:
         entries = parse_token_variable(os.environ.get(ENV_VARIABLE, ""))
         where = f"${ENV_VARIABLE}"
     if not entries:
+        unset = token_file is None and ENV_VARIABLE not in os.environ
+        state = "is not set" if unset else "is empty"
         raise InvalidArgument(
-            f"no API token configured ({where} is empty): refusing to serve without one;"
+            f"no API token configured ({where} {state}): refusing to serve without one;"
             f" give --token-file FILE ('ROLE TOKEN' lines) or set {ENV_VARIABLE}"
+            " ('ROLE:TOKEN,ROLE:TOKEN'; roles admin and worker)"
         )
     return TokenTable(entries)

@@ -29,8 +29,6 @@ from dataclasses import asdict, dataclass
 from types import FrameType
 from typing import Any
 
-import structlog
-
 from . import lifecycle
 from .errors import (
     BackendUnavailable,
@@ -42,6 +40,7 @@ from .errors import (
     NotJobOwner,
     VersionConflict,
 )
+from .logs import get_logger
 from .model import JobStatus, RemoteJob, utcnow
 from .repository import JobRepository, claim_arguments
 
@@ -127,7 +126,7 @@ class Worker:
         self.worker_id = default_worker_id() if worker_id is None else worker_id
         self.content_types = claim_arguments(self.worker_id, content_types, lease_seconds)
         self.lease_seconds = lease_seconds
-        self._log = structlog.get_logger("hybridstore.worker").bind(worker_id=self.worker_id)
+        self._log = get_logger("hybridstore.worker").bind(worker_id=self.worker_id)
         self._stopping = False
         self._signals = 0
         self._in_handler = False

@@ -182,9 +182,12 @@ def test_a_real_subprocess_with_json_logs(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_runs_every_job_to_a_terminal_status(tmp_path: Path) -> None:
+    # The module, not the console script: that one may belong to another checkout.
     done = subprocess.run(
         [
-            "hybridstore",
+            sys.executable,
+            "-m",
+            "hybridstore.cli",
             "--data-dir",
             str(tmp_path / "demo"),
             "demo",

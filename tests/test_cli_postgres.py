@@ -81,4 +81,4 @@ def test_hybridstore_url_switches_every_command(
     code, out, _ = invoke("show", job.id)
     assert code == 0 and json.loads(out)["id"] == job.id
     code, _, err = invoke("verify")
-    assert code == 1 and "data directory" in err
+    assert code == 2 and "is for a data directory" in err  # a usage error

@@ -3,6 +3,7 @@ nothing; the count check and ``verify`` catch what does not match."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 from datetime import timedelta
@@ -157,3 +158,56 @@ def test_a_target_that_cannot_import_is_refused(source: JobStore) -> None:
         copy_jobs(source, MemoryJobRepository())
     with pytest.raises(InvalidArgument, match="batch_size"):
         copy_jobs(source, source, batch_size=0)
+
+
+# -- a data directory is copied as its files say ----------------------------------------
+
+
+def _spoil(store: JobStore) -> tuple[str, str, str]:
+    """Three hand-made problems: a job file deleted, one corrupted, one the index does not
+    list (a copy of another job's file under a new id). Returns their ids."""
+    gone, broken, model = (job.id for job in store.find(status=JobStatus.PENDING, limit=3))
+    (store.data_dir / "pending" / f"{gone}.json").unlink()
+    (store.data_dir / "pending" / f"{broken}.json").write_text("{not json")
+    body = json.loads((store.data_dir / "pending" / f"{model}.json").read_text())
+    body["id"] = "unlisted-by-hand"
+    (store.data_dir / "pending" / "unlisted-by-hand.json").write_text(json.dumps(body))
+    return gone, broken, "unlisted-by-hand"
+
+
+def test_a_file_store_is_copied_as_its_files_say(source: JobStore, tmp_path: Path) -> None:
+    gone, broken, unlisted = _spoil(source)
+    with JobStore(tmp_path / "copy", durable=False) as target:
+        report = copy_jobs(source, target, batch_size=64, verify=True)
+        copied = {job.id for job in target.find()}
+        assert gone not in copied and broken not in copied and unlisted in copied
+        assert len(copied) == JOBS - 1  # two left behind, one found
+        assert [(s.job_id, s.kind) for s in report.skipped] == [
+            (gone, "gone"),
+            (broken, "unreadable"),
+        ]
+        assert report.skipped[1].path.endswith(f"pending/{broken}.json")
+        assert "invalid JSON" in report.skipped[1].detail
+        # What the files hold is what was counted, read and compared.
+        assert report.read == JOBS - 1 and report.source_counts == report.target_counts
+        assert report.verified and report.differences == []
+        # An unreadable job was left behind: the copy is not complete.
+        assert not report.ok and report.to_dict()["skipped"][1]["kind"] == "unreadable"
+    # A job whose file is gone is no job: without the unreadable one the copy is ok.
+    (source.data_dir / "pending" / f"{broken}.json").unlink()
+    with JobStore(tmp_path / "copy2", durable=False) as target:
+        report = copy_jobs(source, target, verify=True)
+        assert report.ok, report.to_dict()
+        assert [s.kind for s in report.skipped] == ["gone", "gone"]
+
+
+def test_an_edited_job_file_is_copied_as_edited(source: JobStore, tmp_path: Path) -> None:
+    job = source.find(status=JobStatus.PENDING, limit=1)[0]
+    path = source.data_dir / "pending" / f"{job.id}.json"
+    body = json.loads(path.read_text())
+    body["task_options"] = {"edited": "by hand"}
+    path.write_text(json.dumps(body))
+    with JobStore(tmp_path / "copy", durable=False) as target:
+        assert copy_jobs(source, target).ok
+        copied = target.get(job.id)
+        assert copied is not None and copied.task_options == {"edited": "by hand"}

@@ -43,7 +43,15 @@ def _db_report(status: Any, as_json: bool) -> None:
             click.echo(f"adopted {safe(name)}")
         for name in status.applied:
             click.echo(f"applied {safe(name)}")
-        click.echo(safe(status.describe()))
+        if status.version == 0 and status.jobs is None:
+            # Nothing of hybridstore's there yet: db init (which also creates a missing
+            # database or schema) is the command a newcomer needs, not db migrate.
+            click.echo(
+                f"{safe(status.target)} (PostgreSQL {safe(status.server_version)}): no"
+                f" hybridstore tables in schema {safe(status.schema)}: run `hybridstore db init`"
+            )
+        else:
+            click.echo(safe(status.describe()))
     sys.exit(0 if status.ok else 1)
 
 

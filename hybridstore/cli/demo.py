@@ -79,10 +79,18 @@ def demo(context: Context, jobs: int, workers: int, fail_rate: float, as_json: b
         f"time inside store calls: {report.store_ms_per_claim:.2f} ms per claim"
         " (claim, heartbeat, complete/fail; lock waits included)"
     )
-    click.echo(
-        f"attempts: {report.completed} completed, {report.failed_attempts} failed,"
-        f" {report.abandoned} abandoned (leases expired: {report.expired})"
+    failed = (
+        f"{report.failed_attempts} failed (a simulated conversion error; retried while the"
+        " job had retries left)"
+        if report.failed_attempts
+        else "none failed"
     )
+    click.echo(f"attempts: {report.completed} completed, {failed}")
+    if report.abandoned:
+        click.echo(
+            f"  and {report.abandoned} abandoned by a simulated worker crash: each job came"
+            f" back to a worker once its {report.lease_seconds:g}s lease ran out"
+        )
     statistics = report.statistics
     counts = ", ".join(f"{k} {v}" for k, v in statistics["status_counts"].items())
     click.echo(f"store now holds {plural(statistics['total_jobs'], 'job')}: {counts}")

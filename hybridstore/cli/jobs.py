@@ -12,7 +12,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from ..errors import HybridStoreError, InvalidTransition, JobNotFound
+from ..errors import AccessDenied, HybridStoreError, InvalidTransition, JobNotFound
 from ..lifecycle import MAX_DELAY_SECONDS, MAX_LEASE_SECONDS
 from ..model import RemoteJob, utcnow
 from ..repository import JobRepository
@@ -57,6 +57,8 @@ def _each_job(job_ids: tuple[str, ...], call: Callable[[str], Any]) -> tuple[lis
     for job_id in job_ids:
         try:
             done.append(call(job_id))
+        except AccessDenied:
+            raise  # the same for every id: one line for all (the group's)
         except HybridStoreError as exc:
             click.echo(f"error: {safe(exc)}", err=True)
             ok = False

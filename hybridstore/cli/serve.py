@@ -7,11 +7,11 @@ import click
 from ..config import (
     is_http_url,
 )
-from ..factory import open_repository
 from .group import (
     Context,
     cli,
     fail,
+    opened,
     pass_context,
 )
 
@@ -49,7 +49,8 @@ def serve(context: Context, host: str, port: int, token_file: str | None, worker
         fail(f"serve needs the http extra (pip install 'hybridstore[http]'): {exc}")
     # The store must exist already (hybridstore init / db init): a typo in a path must
     # not start a server on a new, empty store.
-    open_repository(target, create=False).close()
+    with opened(target, *context.given()):
+        pass
     _check_address(host, port)
     level = click.get_current_context().find_root().params.get("log_level") or "warning"
     run_server(

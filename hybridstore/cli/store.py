@@ -20,6 +20,7 @@ from .group import (
     echo_json,
     fail,
     not_empty,
+    opened,
     pass_context,
     plural,
     progress_bar,
@@ -32,14 +33,23 @@ from .group import (
 @cli.command()
 @pass_context
 def init(context: Context) -> None:
-    """Create the data directory layout and its sidecar index."""
+    """Create the data directory layout and its sidecar index (nothing to do if present)."""
+    existed = _looks_like_store(context.resolved())
     with context.file_store("init", create=True) as store:
         if store.read_only:
             fail(f"{safe(store.data_dir)} is on a read-only file system: nothing to initialise")
+        verb = "already a data directory:" if existed else "initialized"
         click.echo(
-            f"initialized {safe(store.data_dir)} (sidecar schema version"
+            f"{verb} {safe(store.data_dir)} (sidecar schema version"
             f" {store.schema_version}, {plural(store.count(), 'job')})"
         )
+
+
+def _looks_like_store(path: str) -> bool:
+    """Whether ``path`` already holds a data directory's layout (every status folder)."""
+    if "://" in path:
+        return False
+    return all(os.path.isdir(os.path.join(path, status.value)) for status in JobStatus)
 
 
 @cli.command()
@@ -127,6 +137,9 @@ def stats(context: Context, as_json: bool) -> None:
         echo_json(statistics)
         return
     click.echo(f"store: {safe(describe_target(context.resolved()))}")
+    if not statistics["total_jobs"]:
+        click.echo("no jobs (add one with 'hybridstore add --task ID --source PATH --type CT')")
+        return
     click.echo(f"total jobs: {statistics['total_jobs']}")
     click.echo(f"storage: {statistics['storage_size_mb']} MB")
     for title, key in (
@@ -134,8 +147,12 @@ def stats(context: Context, as_json: bool) -> None:
         ("by content type", "content_type_counts"),
         ("by worker", "worker_counts"),
     ):
+        counts = statistics[key]
+        if not counts:  # e.g. no job has been claimed yet
+            click.echo(f"{title}: none")
+            continue
         click.echo(f"{title}:")
-        for name, count in statistics[key].items():
+        for name, count in counts.items():
             click.echo(f"  {safe(name):<20} {count:>8}")
 
 
@@ -310,8 +327,8 @@ def copy(
     source_target = resolve_target(from_url) if from_url else context.resolved()
     if _same_store(source_target, resolve_target(to_url)):
         raise click.UsageError("--to names the store copied from: nothing to copy")
-    source = open_repository(source_target, create=False)
-    try:
+    given = (from_url, "--from") if from_url else context.given()
+    with opened(source_target, *given) as source:
         target = open_repository(to_url)
         try:
             show_bar = sys.stderr.isatty() and not as_json
@@ -321,8 +338,6 @@ def copy(
                 )
         finally:
             target.close()
-    finally:
-        source.close()
     if as_json:
         echo_json(report.to_dict())
         sys.exit(0 if report.ok else 1)
@@ -341,9 +356,12 @@ def copy(
     for difference in report.differences[:SHOWN]:
         click.echo(f"{difference.kind}: {safe(difference.job_id)}: {safe(difference.detail)}")
     _more(len(report.differences), "difference")
+    _echo_skipped(report.skipped)
     if report.ok:
         verified = ", every job compared" if report.verified else ""
         click.echo(f"ok: counts match{verified}")
+    elif report.unreadable and report.counts_match and not report.conflicts:
+        click.echo("copy incomplete: unreadable job files were not copied", err=True)
     else:
         click.echo("copy check failed", err=True)
     sys.exit(0 if report.ok else 1)
@@ -351,6 +369,28 @@ def copy(
 
 # How many lines of a long list a text report shows (--json shows them all).
 SHOWN = 20
+
+
+def _echo_skipped(skipped: list[Any]) -> None:
+    """The jobs of a data directory that copy left behind, and what to do about them."""
+    gone = [s for s in skipped if s.kind == "gone"]
+    unreadable = [s for s in skipped if s.kind == "unreadable"]
+    if gone:
+        click.echo(
+            f"skipped {plural(len(gone), 'job')} whose file is gone (the source's index still"
+            " lists it; 'hybridstore verify --repair' there drops the row):"
+        )
+        for item in gone[:SHOWN]:
+            click.echo(f"  gone: {safe(item.job_id)}: {safe(item.path)}")
+        _more(len(gone), "skipped job")
+    if unreadable:
+        click.echo(
+            f"skipped {plural(len(unreadable), 'unreadable job file')} (not copied: fix or"
+            " restore them, or quarantine them with 'hybridstore verify --repair'):"
+        )
+        for item in unreadable[:SHOWN]:
+            click.echo(f"  unreadable: {safe(item.path)}: {safe(item.detail)}")
+        _more(len(unreadable), "unreadable file")
 
 
 def _more(total: int, what: str) -> None:

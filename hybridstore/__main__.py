@@ -1,0 +1,5 @@
+"""``python -m hybridstore``: the ``hybridstore`` command."""
+
+from .cli import main
+
+main()
