@@ -187,6 +187,16 @@ def machine(data: dict[str, Any]) -> str:
         f" interleaved), and the duplicates column gives every repetition's count."
         f" The whole run took {data['run_seconds']:,.0f} s."
     )
+    spreads = [max(runs) / min(runs) for section in ("enqueue", "take_finish")
+               for entry in data[section].values()
+               if (runs := [r["rate"] if isinstance(r, dict) else r for r in entry["runs"]])
+               and min(runs) > 0]
+    busiest = max(mc["loadavg_at_start"][0], mc["loadavg_at_end"][0])
+    if spreads and (busiest > mc["nproc"] or max(spreads) > 1.5):
+        text += (f" **The machine was busy with other work during this run** (load average up"
+                 f" to {busiest:g} on {mc['nproc']} cores): the repetitions of one"
+                 f" implementation differ by up to {max(spreads):.1f}× (the ticks in the"
+                 " chart), so read the rates as rough and compare within the run.")
     if pg:
         shown = ", ".join(f"`{k}={v}`" for k, v in pg["settings"].items())
         text += (f" PostgreSQL {pg['version']} on the same machine, over loopback TCP"
