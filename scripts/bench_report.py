@@ -4,9 +4,11 @@
     pytest benchmarks/ --benchmark-only --benchmark-json=.benchmarks/run.json
     python scripts/bench_report.py .benchmarks/run.json
 
-Rewrites the generated part of ``benchmarks/README.md`` (between its two
-``bench_report.py`` markers: machine, the targets of issues 2, 3 and 6 with met / not met,
-medians, ratios, claim throughput, the file store against PostgreSQL), draws
+Rewrites the two generated parts of ``benchmarks/README.md``: the detailed tables (between
+the ``bench_report.py: generated`` markers: machine, medians, ratios, claim throughput, the
+file store against PostgreSQL) and, at the end of the page, the targets of issues 2, 3 and
+6 with met / not met (between the ``bench_report.py: targets`` markers). The page's first
+section, *How it compares*, is ``scripts/bench_peers.py``'s. It draws
 ``benchmarks/bench_chart.png`` (cost per operation against store size, log scales), and
 writes ``benchmarks/results.json``: the run's statistics, one result a line, small enough
 to keep in the tree. The prose around the markers (how to run, the analysis) is written by
@@ -24,7 +26,7 @@ import contextlib
 import json
 import math
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -221,7 +223,7 @@ class Target:
     met: bool | None  # None: not measured in this run
 
 
-def _check(values: list[tuple[str, float | None]], ok: Callable[[float], bool],
+def _check(values: Sequence[tuple[str, float | None]], ok: Callable[[float], bool],
            show: Callable[[float], str] = fmt_ratio) -> tuple[str, bool | None]:
     known = [(name, v) for name, v in values if v is not None]
     if not known:
@@ -625,13 +627,12 @@ def chart(r: Results, path: Path) -> None:
 
 
 def report(data: dict[str, Any], chart_name: str, analysis_has_reading: bool) -> str:
-    """The generated part of ``benchmarks/README.md``: machine, targets, chart and tables."""
+    """The generated part of ``benchmarks/README.md``: machine, chart and tables."""
     r = Results(data)
     sections = [
         ("Machine", machine_section(data)),
-        ("Targets", targets_section(targets(r))
-         + f"\n\n![cost per operation against store size]({chart_name})"),
-        ("Medians per operation", medians_section(r)),
+        ("Medians per operation",
+         f"![cost per operation against store size]({chart_name})\n\n" + medians_section(r)),
         ("Ratios", "`÷ limit`: hybridstore's cost ÷ the machine's limit for the same work (for"
          " unlimited queries: cost per returned job ÷ reading and parsing one job file)."
          " `older ÷ hybridstore`: how many times faster hybridstore is than the older design."
@@ -643,17 +644,38 @@ def report(data: dict[str, Any], chart_name: str, analysis_has_reading: bool) ->
     return "\n\n".join(f"## {title}\n\n{body}" for title, body in sections)
 
 
+def targets_report(data: dict[str, Any]) -> str:
+    """The targets and verdicts, for the end of the page."""
+    return ("### Issues 2, 3 and 6, from the suite's run\n\n"
+            + machine_line(data) + "\n\n" + targets_section(targets(Results(data))))
+
+
+def machine_line(data: dict[str, Any]) -> str:
+    info = data.get("machine_info", {})
+    when = data.get("datetime", "")
+    with contextlib.suppress(ValueError):
+        when = datetime.fromisoformat(when).strftime("%Y-%m-%d %H:%M UTC")
+    commit = str(data.get("hybridstore_bench", {}).get("git_commit") or "?")[:12]
+    return (f"From the run of the suite of {when} (commit `{commit}`,"
+            f" {info.get('cpu_count', '?')} cores; the machine is described under *Machine*"
+            " in the detailed tables).")
+
+
 BEGIN = "<!-- bench_report.py: generated from here -->"
 END = "<!-- bench_report.py: generated up to here -->"
+# The targets and verdicts: a second generated part, at the end of the page.
+TARGETS_BEGIN = "<!-- bench_report.py: targets from here -->"
+TARGETS_END = "<!-- bench_report.py: targets up to here -->"
 
 
-def splice(page: str, generated: str) -> str:
-    """``page`` with the text between its BEGIN and END markers replaced by ``generated``;
-    everything else in it (the prose, the analysis) is hand-written and kept."""
-    if BEGIN not in page or END not in page:
-        raise SystemExit(f"the page lacks the markers {BEGIN!r} and {END!r}")
-    head, rest = page.split(BEGIN, 1)
-    return f"{head}{BEGIN}\n\n{generated}\n\n{END}{rest.split(END, 1)[1]}"
+def splice(page: str, generated: str, begin: str = BEGIN, end: str = END) -> str:
+    """``page`` with the text between its ``begin`` and ``end`` markers replaced by
+    ``generated``; everything else in it (the prose, the analysis, the parts other
+    scripts write) is hand-written and kept."""
+    if begin not in page or end not in page:
+        raise SystemExit(f"the page lacks the markers {begin!r} and {end!r}")
+    head, rest = page.split(begin, 1)
+    return f"{head}{begin}\n\n{generated}\n\n{end}{rest.split(end, 1)[1]}"
 
 
 def summary(data: dict[str, Any]) -> str:
@@ -691,7 +713,9 @@ def main(argv: list[str] | None = None) -> int:
     hand_written = page.split(BEGIN, 1)[0] + page.split(END, 1)[-1]
     generated = report(data, chart_path.name, "### File store vs PostgreSQL" in hand_written)
     chart(Results(data), chart_path)
-    args.out.write_text(splice(page, generated))
+    page = splice(page, generated)
+    page = splice(page, targets_report(data), TARGETS_BEGIN, TARGETS_END)
+    args.out.write_text(page)
     if args.summary.resolve() != args.json.resolve():
         args.summary.write_text(summary(data))
     for t in targets(Results(data)):
