@@ -208,7 +208,7 @@ def write_many(files: Sequence[tuple[Path, str, bytes]], *, durable: bool) -> No
     order, then each directory is fsynced once: a batch costs about one flush of the disk
     rather than two per file. A batch of ``SYNCFS_AT`` files or more is made durable by one
     ``syncfs`` of the file system (Linux), smaller ones by one fsync per file (``syncfs``
-    also flushes other programs' writes to the same file system, worth it only in bulk).
+    also flushes other programs' writes to the same file system: worth it for a batch).
 
     On failure nothing is retried (after a failed fsync the kernel may have dropped the
     dirty pages, so a retry could lie) and ``StorageError`` says how far the batch got:
@@ -238,7 +238,7 @@ def write_many(files: Sequence[tuple[Path, str, bytes]], *, durable: bool) -> No
 
 
 # A batch of this many files is made durable with one syncfs instead of one fsync each.
-SYNCFS_AT = 32
+SYNCFS_AT = 8
 
 
 def _write_temps(
@@ -247,6 +247,9 @@ def _write_temps(
     """Write each body to a new temp file beside its target (appended to ``temps`` as they
     are created) and, if ``durable``, make them all durable."""
     syncfs = _syncfs() if durable and len(files) >= SYNCFS_AT else None
+    # syncfs reports the write-back errors of the file system since the descriptor it is
+    # given was opened: open it before the first temp file is written.
+    fs_fd = _open_directory(files[0][0]) if syncfs is not None else -1
     to_fsync: list[int] = []  # open descriptors of the temp files, when fsynced one by one
     try:
         for directory, name, data in files:
@@ -273,36 +276,33 @@ def _write_temps(
                 os.fsync(fd)
             except OSError as exc:
                 raise StorageError(tmp, exc) from exc
-        if syncfs is not None:
-            syncfs(files[0][0])
+        if syncfs is not None and syncfs(fs_fd) != 0:
+            err = ctypes.get_errno()
+            raise StorageError(files[0][0], OSError(err, os.strerror(err)))
     finally:
         for fd in to_fsync:
             os.close(fd)
+        if fs_fd >= 0:
+            os.close(fs_fd)
+
+
+def _open_directory(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StorageError(path, exc) from exc
 
 
 @functools.cache
-def _syncfs() -> Callable[[Path], None] | None:
-    """A function that makes everything written to a path's file system durable
-    (``syncfs(2)``, which reports write-back errors since Linux 5.8), or None where there
-    is none (then each file is fsynced)."""
+def _syncfs() -> Callable[[int], int] | None:
+    """``syncfs(2)`` (Linux; it reports write-back errors since 5.8): everything written to
+    the file system of a descriptor made durable, 0 on success, else -1 with errno set.
+    None where there is none: then each file is fsynced."""
     try:
-        call = ctypes.CDLL(None, use_errno=True).syncfs
+        call: Callable[[int], int] = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
         return None
-
-    def sync(path: Path) -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise StorageError(path, exc) from exc
-        try:
-            if call(fd) != 0:
-                err = ctypes.get_errno()
-                raise StorageError(path, OSError(err, os.strerror(err)))
-        finally:
-            os.close(fd)
-
-    return sync
+    return call
 
 
 def remove_file(path: Path, *, durable: bool) -> bool:

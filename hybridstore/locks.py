@@ -42,8 +42,12 @@ LOCK_STRIPES = 256
 _OPEN = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
 
 
-def _flock_within(fd: int, deadline: float) -> bool:
-    """Take an exclusive flock on ``fd`` by ``deadline`` (monotonic); False if not."""
+def _flock_within(fd: int, deadline: float, longest_sleep: float = 0.002) -> bool:
+    """Take an exclusive flock on ``fd`` by ``deadline`` (monotonic); False if not.
+
+    flock has no timed wait, so a busy lock is asked again after sleeps that double up to
+    ``longest_sleep``: about the time the lock is usually held, since a waiter that sleeps
+    longer than that leaves the lock idle."""
     delay = 0.00005
     while True:
         try:
@@ -54,7 +58,7 @@ def _flock_within(fd: int, deadline: float) -> bool:
             if now >= deadline:
                 return False
             time.sleep(min(delay, deadline - now))
-            delay = min(delay * 2, 0.002)
+            delay = min(delay * 2, longest_sleep)
 
 
 class StripeLocks:
@@ -202,7 +206,8 @@ class WriteGate:
 
     def enter(self, timeout: float) -> None:
         """Take the gate within ``timeout`` seconds (``LockTimeout``)."""
-        if not _flock_within(self._descriptor(), time.monotonic() + timeout):
+        # Held for one sidecar commit (a fraction of a millisecond): ask again soon.
+        if not _flock_within(self._descriptor(), time.monotonic() + timeout, 0.0002):
             raise LockTimeout(None, timeout, self.path)
 
     def leave(self) -> None:
