@@ -99,10 +99,12 @@ def test_work_runs_a_handler_in_burst(tmp_path: Path) -> None:
             json.dumps({"n": n}),
         )
     code, out, err = run(
-        "--data-dir", store, "work", "tests.worker_handlers:echo", "--burst", "--json"
+        "--data-dir", store, "work", "tests.worker_handlers:echo", "--burst", "--json",
+        "--prefetch", "2",
     )
     assert code == 0, err
     assert json.loads(out)["completed"] == 3
+    assert run("--data-dir", store, "work", "tests.worker_handlers:echo", "--prefetch", "0")[0] == 2
     with open_repository(store) as repo:
         assert repo.count(status="completed") == 3
     assert run("--data-dir", store, "work", "nocolon")[0] == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -112,3 +113,74 @@ def test_bad_arguments() -> None:
         Worker(repo, print, lease_seconds=0)
     with pytest.raises(InvalidArgument):
         Worker(repo, print).run(max_jobs=-1)
+    for prefetch in (0, -1, 1.5, True):
+        with pytest.raises(InvalidArgument):
+            Worker(repo, print, prefetch=prefetch)  # type: ignore[arg-type]
+
+
+# -- prefetch -------------------------------------------------------------------------------
+
+
+class CountingRepository(MemoryJobRepository):
+    """Records how many jobs each claim asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[int] = []
+
+    def claim_next(self, worker_id: str, **kwargs: Any) -> RemoteJob | None:
+        self.asked.append(1)
+        return super().claim_next(worker_id, **kwargs)
+
+    def claim_many(self, worker_id: str, n: int, **kwargs: Any) -> list[RemoteJob]:
+        self.asked.append(n)
+        return super().claim_many(worker_id, n, **kwargs)
+
+
+def test_prefetch_claims_a_batch_at_a_time_and_works_in_claim_order() -> None:
+    repo = CountingRepository()
+    jobs = [repo.add(new_job(priority=-n)) for n in range(10)]
+    seen: list[str] = []
+    summary = Worker(repo, lambda j: seen.append(j.id), prefetch=4).run(burst=True)
+    assert seen == [j.id for j in jobs]  # priority order, across batches
+    assert (summary.claimed, summary.completed) == (10, 10)
+    assert repo.asked == [4, 4, 4, 4]  # the last finds nothing: the burst ends
+    repo.asked.clear()
+    for _ in range(5):
+        repo.add(new_job())
+    summary = Worker(repo, lambda j: None, prefetch=4).run(max_jobs=3)
+    assert repo.asked == [3] and summary.completed == 3  # never more than max_jobs
+
+
+def test_a_graceful_stop_gives_back_the_jobs_not_started() -> None:
+    repo = MemoryJobRepository()
+    jobs = [repo.add(new_job()) for _ in range(3)]
+    worker = Worker(repo, lambda j: worker.stop(), prefetch=3)
+    summary = worker.run()
+    assert (summary.completed, summary.given_back, summary.lost) == (1, 2, 0)
+    assert summary.stopped_by == "stop"
+    for job in jobs[1:]:
+        back = repo.get(job.id)
+        assert back is not None and back.status is JobStatus.PENDING
+        assert back.retry_count == 0 and back.worker_id is None  # no retry used
+    assert repo.claim_next("other") is not None
+
+
+def test_the_leases_of_prefetched_jobs_are_renewed_while_they_wait() -> None:
+    repo = MemoryJobRepository()
+    first, second = repo.add(new_job(priority=1)), repo.add(new_job())
+    waiting: list[RemoteJob | None] = []
+
+    def slow(job: RemoteJob) -> None:
+        if job.id == first.id:
+            time.sleep(1.0)  # more than twice the lease
+            waiting.append(repo.get(second.id))
+
+    summary = Worker(repo, slow, lease_seconds=0.4, prefetch=2).run(burst=True)
+    assert summary.completed == 2 and summary.lost == 0
+    held = waiting[0]
+    assert held is not None and held.status is JobStatus.PROCESSING
+    assert held.timeout_at is not None and held.timeout_at > held.started_at + timedelta(
+        seconds=0.5
+    )  # renewed since its claim
+    assert repo.get(second.id).attempt == 1  # type: ignore[union-attr]  # never taken back

@@ -276,6 +276,13 @@ def _load_handler(spec: str) -> Any:
     show_default=True,
     help="Lease seconds (renewed in the background while the handler works).",
 )
+@click.option(
+    "--prefetch",
+    type=click.IntRange(min=1, max=1000),
+    default=1,
+    show_default=True,
+    help="Jobs claimed at once (their leases are all renewed; a stop gives back the unstarted).",
+)
 @click.option("--worker-id", help="Default: <host>-<pid>.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_context
@@ -286,6 +293,7 @@ def work(
     burst: bool,
     max_jobs: int | None,
     lease: float,
+    prefetch: int,
     worker_id: str | None,
     as_json: bool,
 ) -> None:
@@ -304,6 +312,7 @@ def work(
             worker_id=worker_id,
             content_types=list(content_type) or None,
             lease_seconds=lease,
+            prefetch=prefetch,
         )
         summary = worker.run(burst=burst, max_jobs=max_jobs)
     if as_json:

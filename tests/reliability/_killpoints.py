@@ -80,8 +80,19 @@ def run_step(store: JobStore, index: int) -> None:
         assert [j.id for j in store.expire_overdue(now=LATER)] == [arg]
     elif op == "cleanup":
         assert store.cleanup(days_old=1, now=LATER) == int(arg)
+    elif op == "add_many":
+        store.add_many([_job(job_id, index) for job_id in arg.split(",")])
+    elif op == "claim_many":
+        wanted = arg.split(",")
+        got = store.claim_many("w1", len(wanted), lease_seconds=60)
+        assert [job.id for job in got] == wanted, (name, got)
+    elif op == "complete_many":
+        store.complete_many("w1", {job_id: {"pages": 1} for job_id in arg.split(",")})
     else:  # pragma: no cover
         raise AssertionError(name)
+
+
+_BATCH = [f"b{n}" for n in range(9)]  # added together; b8 stays pending
 
 
 def _steps() -> list[Step]:
@@ -102,6 +113,20 @@ def _steps() -> list[Step]:
         ("expire k3", {"k3": ("pending", 3)}),  # lease ran out, a retry remains
         ("cleanup 2", {"k1": ("", 0), "k2": ("", 0)}),  # deletes two terminal jobs
         ("add k4", {"k4": ("pending", 1)}),
+        # Batches: of 8 files or more (made durable by one syncfs) and fewer (one fsync each).
+        (f"add_many {','.join(_BATCH)}", dict.fromkeys(_BATCH, ("pending", 1))),
+        (
+            f"claim_many k3,k4,{','.join(_BATCH[:6])}",
+            {"k3": ("processing", 4), "k4": ("processing", 2)}
+            | dict.fromkeys(_BATCH[:6], ("processing", 2)),
+        ),
+        (
+            f"complete_many k3,k4,{','.join(_BATCH[:6])}",
+            {"k3": ("completed", 5), "k4": ("completed", 3)}
+            | dict.fromkeys(_BATCH[:6], ("completed", 3)),
+        ),
+        ("claim_many b6,b7", dict.fromkeys(_BATCH[6:8], ("processing", 2))),
+        ("complete_many b6,b7", dict.fromkeys(_BATCH[6:8], ("completed", 3))),
     ]
     steps: list[Step] = []
     state: State = {}

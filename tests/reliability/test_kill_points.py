@@ -177,13 +177,17 @@ def test_kill_during_recovery(tmp_path: Path) -> None:
     trace = _calibrate(tmp_path)
     # Per step, the richest crash state to recover from: killed at the unlink of the old
     # file (a move: the job is in two directories; a delete: the file is still there), or
-    # for steps without one, at the fsync of the temp file (a whole temp file is left).
+    # for steps without one, at the fsync of the temp file (a whole temp file is left), or
+    # for a batch made durable by one syncfs, at its first rename (whole temp files left).
     chosen: dict[int, int] = {}
     for k, step, kind, _ in trace:
         if kind == "unlink" and step not in chosen:
             chosen[step] = k
     for i, (k, step, kind, _) in enumerate(trace):
         if kind == "fsync" and trace[i - 1][2] == "write" and step not in chosen:
+            chosen[step] = k
+    for k, step, kind, _ in trace:
+        if kind == "replace" and step not in chosen:
             chosen[step] = k
     assert set(chosen) == set(range(len(kp.STEPS)))
     tried = 0
@@ -240,29 +244,41 @@ def _busy_writer(data_dir: str, log_path: str, name: str, seed: int) -> None:
         roll = rng.random()
         try:
             if roll < 0.35 or not mine:
-                job = RemoteJob(
-                    id=f"{name}-{n}",
-                    ingestion_task_id="t",
-                    content_type="c",
-                    source_file_path="/in/x",
-                )
-                log("begin", "add", job.id)
-                stored = store.add(job)
-                mine.append(job.id)
-                log("ack", "add", stored.id, stored.version)
+                # One job, or a batch (of up to 12: made durable by one syncfs from 8).
+                batch = [
+                    RemoteJob(
+                        id=f"{name}-{n}-{i}",
+                        ingestion_task_id="t",
+                        content_type="c",
+                        source_file_path="/in/x",
+                    )
+                    for i in range(1 if rng.random() < 0.5 else rng.randint(2, 12))
+                ]
+                log("begin", "add", batch[0].id)
+                added = store.add_many(batch) if len(batch) > 1 else [store.add(batch[0])]
+                for stored in added:
+                    mine.append(stored.id)
+                    log("ack", "add", stored.id, stored.version)
             elif roll < 0.7:
                 log("begin", "claim", "")
-                got = store.claim_next(name, lease_seconds=60)
-                if got is None:
-                    continue
-                log("ack", "claim", got.id, got.version)
-                op = "complete" if rng.random() < 0.7 else "fail"
-                log("begin", op, got.id)
-                if op == "complete":
-                    done = store.complete(got.id, name, {"n": n}, attempt=got.attempt)
-                else:
-                    done = store.fail(got.id, name, "boom", attempt=got.attempt, retry_in=0)
-                log("ack", op, done.id, done.version)
+                got_many = store.claim_many(name, rng.choice((1, 1, 3, 10)), lease_seconds=60)
+                for got in got_many:
+                    log("ack", "claim", got.id, got.version)
+                finished = [got for got in got_many if rng.random() < 0.7]
+                if finished:
+                    log("begin", "complete", finished[0].id)
+                    completed = store.complete_many(
+                        name,
+                        {got.id: {"n": n} for got in finished},
+                        attempts={got.id: got.attempt for got in finished},
+                    )
+                    for done in completed:
+                        log("ack", "complete", done.id, done.version)
+                for got in got_many:
+                    if got not in finished:
+                        log("begin", "fail", got.id)
+                        done = store.fail(got.id, name, "boom", attempt=got.attempt, retry_in=0)
+                        log("ack", "fail", done.id, done.version)
             elif roll < 0.85:
                 job_id = rng.choice(mine)
                 current = store.get(job_id)
