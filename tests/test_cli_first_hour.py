@@ -33,6 +33,9 @@ def hybridstore(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProces
     for variable in ("HYBRIDSTORE_URL", "HYBRIDSTORE_TOKEN"):
         environment.pop(variable, None)
     environment.update(env)
+    # This checkout's package, installed or not (the process runs in another directory).
+    root = str(Path(__file__).resolve().parents[1])
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     return subprocess.run(
         [sys.executable, "-m", "hybridstore.cli", *args],
         capture_output=True,
@@ -401,6 +404,7 @@ def test_data_dir_help_names_every_kind_of_store() -> None:
 
 
 def test_python_m_hybridstore_is_the_command(tmp_path: Path) -> None:
+    root = str(Path(__file__).resolve().parents[1])
     done = subprocess.run(
         [sys.executable, "-m", "hybridstore", "--data-dir", "typo", "stats"],
         capture_output=True,
@@ -408,5 +412,6 @@ def test_python_m_hybridstore_is_the_command(tmp_path: Path) -> None:
         cwd=tmp_path,
         timeout=60,
         check=False,
+        env={**os.environ, "PYTHONPATH": root},
     )
     assert done.returncode == 1 and done.stderr.startswith("error: no data directory at typo:")
