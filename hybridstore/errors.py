@@ -171,7 +171,8 @@ class UnsupportedFileSystem(HybridStoreError):
 
 
 class BackendUnavailable(HybridStoreError):
-    """A backend whose optional dependency is not installed, or a URL nobody handles."""
+    """A backend whose optional dependency is not installed, a URL nobody handles, or an
+    HTTP server that cannot be reached (a ``Worker`` waits and tries again)."""
 
 
 class AccessDenied(HybridStoreError, PermissionError):

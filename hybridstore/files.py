@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import stat
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -207,8 +208,9 @@ def write_many(files: Sequence[tuple[Path, str, bytes]], *, durable: bool) -> No
     Every temp file is written first, then all are made durable at once, then renamed in
     order, then each directory is fsynced once: a batch costs about one flush of the disk
     rather than two per file. A batch of ``SYNCFS_AT`` files or more is made durable by one
-    ``syncfs`` of the file system (Linux), smaller ones by one fsync per file (``syncfs``
-    also flushes other programs' writes to the same file system: worth it for a batch).
+    ``syncfs`` of the file system where that is trusted (``_syncfs_for``), smaller ones by
+    one fsync per file (``syncfs`` also flushes other programs' writes to the same file
+    system: worth it only in bulk).
 
     On failure nothing is retried (after a failed fsync the kernel may have dropped the
     dirty pages, so a retry could lie) and ``StorageError`` says how far the batch got:
@@ -237,8 +239,13 @@ def write_many(files: Sequence[tuple[Path, str, bytes]], *, durable: bool) -> No
                 raise StorageError(directory, exc, in_place=True) from exc
 
 
-# A batch of this many files is made durable with one syncfs instead of one fsync each.
-SYNCFS_AT = 8
+# A batch of this many files is made durable with one syncfs instead of one fsync each:
+# bulk writes (add_many, imports), where one flush of the whole file system pays for
+# itself even when other programs' writes wait on it too; not a claim or a few completes.
+SYNCFS_AT = 64
+# File systems whose syncfs reports the write-back errors of every file on them (an
+# overlay, for one, may not pass its upper layer's up): elsewhere each file is fsynced.
+_SYNCFS_FILE_SYSTEMS = frozenset({"ext4", "xfs", "btrfs"})
 
 
 def _write_temps(
@@ -246,7 +253,7 @@ def _write_temps(
 ) -> None:
     """Write each body to a new temp file beside its target (appended to ``temps`` as they
     are created) and, if ``durable``, make them all durable."""
-    syncfs = _syncfs() if durable and len(files) >= SYNCFS_AT else None
+    syncfs = _syncfs_for(files) if durable and len(files) >= SYNCFS_AT else None
     # syncfs reports the write-back errors of the file system since the descriptor it is
     # given was opened: open it before the first temp file is written.
     fs_fd = _open_directory(files[0][0]) if syncfs is not None else -1
@@ -293,11 +300,33 @@ def _open_directory(path: Path) -> int:
         raise StorageError(path, exc) from exc
 
 
+def _syncfs_for(files: Sequence[tuple[Path, str, bytes]]) -> Callable[[int], int] | None:
+    """``syncfs`` for the file system of a batch's directories, or None where one flush of
+    it is not known to make the batch durable with every error reported: the directories
+    on more than one file system, a file system not in ``_SYNCFS_FILE_SYSTEMS``, or a
+    kernel before 5.8 (whose syncfs does not report write-back errors)."""
+    directories = {directory for directory, _, _ in files}
+    try:
+        if len({os.stat(directory).st_dev for directory in directories}) != 1:
+            return None
+    except OSError:
+        return None  # the write itself will say what is wrong
+    return _syncfs(str(next(iter(directories))))
+
+
 @functools.cache
-def _syncfs() -> Callable[[int], int] | None:
-    """``syncfs(2)`` (Linux; it reports write-back errors since 5.8): everything written to
-    the file system of a descriptor made durable, 0 on success, else -1 with errno set.
-    None where there is none: then each file is fsynced."""
+def _syncfs(directory: str) -> Callable[[int], int] | None:
+    """``syncfs(2)`` when it can be trusted for ``directory``'s file system (see
+    ``_syncfs_for``; asked once per directory): 0 on success, else -1 with errno set."""
+    release = os.uname().release.split("-")[0].split(".")
+    try:
+        kernel = (int(release[0]), int(release[1]))
+    except (IndexError, ValueError):
+        return None
+    if sys.platform != "linux" or kernel < (5, 8):
+        return None
+    if file_system_type(Path(directory)) not in _SYNCFS_FILE_SYSTEMS:
+        return None
     try:
         call: Callable[[int], int] = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):

@@ -15,6 +15,7 @@ Resources (JSON in and out; a job is ``RemoteJob``'s own JSON, id under ``id``):
 ``POST /jobs/{id}/heartbeat``               worker   ``heartbeat``
 ``POST /jobs/{id}/complete``                worker   ``complete``
 ``POST /completions``                       worker   ``complete_many``
+``POST /jobs/{id}/release``                 worker   ``release``
 ``POST /jobs/{id}/fail``                    worker   ``fail``
 ``POST /jobs/{id}/cancel``                  admin    ``cancel``
 ``POST /jobs/{id}/requeue``                 admin    ``requeue``
@@ -107,6 +108,11 @@ class CompleteBody(_Body):
     attempt: int | None = None
 
 
+class ReleaseBody(_Body):
+    worker_id: Any
+    attempt: int | None = None
+
+
 class CompletionsBody(_Body):
     worker_id: Any
     results: dict[str, Any]
@@ -184,14 +190,39 @@ async def _read(request: Request, model: type[_B]) -> _B:
     """The request's JSON body as ``model`` (an empty body: the defaults), whatever the
     Content-Type says, so ``curl -d '{...}'`` works as is."""
     raw = await request.body()
+    key = _repeated_key(raw)
+    if key is not None:  # JSON lets the last one win silently: which did the caller mean?
+        raise _BadBody(f"the key {key!r} appears twice in the request body", "invalid_argument")
     try:
         return model.model_validate_json(raw if raw.strip() else b"{}")
     except ValidationError as exc:
         raise _BadBody(exc, "invalid_argument") from None
 
 
+def _repeated_key(raw: bytes) -> str | None:
+    """A key that appears twice in one object of the JSON ``raw``, or None (also when
+    ``raw`` is not JSON: validation says so)."""
+    repeated: list[str] = []
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        if len(set(keys)) != len(keys):
+            repeated.append(next(key for key in keys if keys.count(key) > 1))
+        return dict(pairs)
+
+    try:
+        json.loads(raw or b"{}", object_pairs_hook=pairs_hook)
+    except (ValueError, RecursionError):
+        return None
+    return repeated[0] if repeated else None
+
+
 class _BadBody(Exception):
-    def __init__(self, exc: ValidationError, code: str = "invalid_job") -> None:
+    def __init__(self, exc: ValidationError | str, code: str = "invalid_job") -> None:
+        if isinstance(exc, str):
+            super().__init__(exc)
+            self.code = code
+            return
         super().__init__(_validation_message(exc))
         json_invalid = any(e.get("type") == "json_invalid" for e in exc.errors())
         self.code = "malformed_json" if json_invalid else code
@@ -411,6 +442,13 @@ def create_app(
         job = await call(
             repo.complete, job_id, body.worker_id, body.result_data, attempt=body.attempt
         )
+        return _job_response(job)
+
+    @app.post("/jobs/{job_id}/release")
+    async def release(request: Request, job_id: str) -> Response:
+        body = await _read(request, ReleaseBody)
+        job = await call(repo.release, job_id, body.worker_id, attempt=body.attempt)
+        wakeup.notify()
         return _job_response(job)
 
     @app.post("/completions")

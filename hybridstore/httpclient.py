@@ -101,6 +101,12 @@ class HttpJobRepository:
             kwargs["timeout"] = timeout
         try:
             response = self._http().request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            # Not reached (down, restarting, a network fault): a worker waits and tries again.
+            raise BackendUnavailable(
+                f"{self.url}: cannot reach the server ({type(exc).__name__}: {exc});"
+                " is 'hybridstore serve' running there?"
+            ) from None
         except httpx.HTTPError as exc:
             raise HybridStoreError(f"{self.url}: {type(exc).__name__}: {exc}") from None
         if response.status_code >= 400:
@@ -294,6 +300,10 @@ class HttpJobRepository:
     ) -> RemoteJob:
         body = {"worker_id": worker_id, "result_data": result_data, "attempt": attempt}
         return self._job(self._request("POST", _action(job_id, "complete"), body=body))
+
+    def release(self, job_id: str, worker_id: str, *, attempt: int | None = None) -> RemoteJob:
+        body = {"worker_id": worker_id, "attempt": attempt}
+        return self._job(self._request("POST", _action(job_id, "release"), body=body))
 
     def complete_many(
         self,

@@ -20,7 +20,7 @@ CSRF_HEADER = "x-csrf-token"
 _WORKER_ROUTES = [
     ("POST", re.compile(r"/claims")),
     ("POST", re.compile(r"/completions")),
-    ("POST", re.compile(r"/jobs/[^/]+/(heartbeat|complete|fail)")),
+    ("POST", re.compile(r"/jobs/[^/]+/(heartbeat|complete|fail|release)")),
     ("GET", re.compile(r"/jobs/[^/]+")),
 ]
 _PUBLIC_ROUTES = [

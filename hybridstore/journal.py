@@ -52,7 +52,7 @@ BUSY_RETRY_WAIT = 0.25
 # Writes that carry no new content from the caller: ``max_job_bytes`` limits what a caller
 # stores (add, save, import, a result, an error), not the bookkeeping of a job that another
 # process stored under a larger limit.
-_UNLIMITED = frozenset({"claim", "heartbeat", "expire", "cancel", "move"})
+_UNLIMITED = frozenset({"claim", "heartbeat", "expire", "cancel", "move", "release"})
 _STATUSES = {status.value: status for status in JobStatus}
 
 #: One job of a batch write: (job id, current job or None, new job or None: a delete).

@@ -317,6 +317,9 @@ class MemoryJobRepository:
     def cancel(self, job_id: str) -> RemoteJob:
         return self._update(job_id, lambda j: lifecycle.cancel(j, utcnow()))
 
+    def release(self, job_id: str, worker_id: str, *, attempt: int | None = None) -> RemoteJob:
+        return self._update(job_id, lambda j: lifecycle.release(j, worker_id, attempt, utcnow()))
+
     def requeue(self, job_id: str, *, reset_retries: bool = False) -> RemoteJob:
         return self._update(job_id, lambda j: lifecycle.requeue(j, reset_retries, utcnow()))
 

@@ -34,6 +34,7 @@ __all__ = [
     "job_from_row",
     "job_params",
     "json_text",
+    "key_violation",
     "statistics_from_rows",
     "update_params",
     "where_sql",
@@ -212,3 +213,16 @@ def statistics_from_rows(rows: Sequence[Sequence[Any]], size_bytes: int) -> dict
         "worker_counts": dict(sorted(by_worker.items())),
         "storage_size_mb": round(size_bytes / (1024 * 1024), 2),
     }
+
+
+UNIQUE_KEY_INDEX = "remote_jobs_unique_key"
+
+
+def key_violation(exc: Exception) -> bool:
+    """A unique violation of ``remote_jobs_unique_key`` (another job holds the key)."""
+    import psycopg
+
+    return (
+        isinstance(exc, psycopg.errors.UniqueViolation)
+        and getattr(exc.diag, "constraint_name", None) == UNIQUE_KEY_INDEX
+    )

@@ -8,8 +8,7 @@ How the contract maps onto the database:
 
 * Every call is one transaction on a pooled connection. Lifecycle calls lock the row
   (``SELECT ... FOR UPDATE``), apply the rule from ``hybridstore.lifecycle`` and write the
-  result back before committing; ``claim_next`` adds ``SKIP LOCKED`` so concurrent workers
-  on any number of machines pass each other instead of queueing on one row.
+  result back before committing.
 * Claims (``claim_next``, ``claim_many``, in ``hybridstore.pgclaims``) are one transaction:
   abandoned leases of the asked content types are locked (``SKIP LOCKED``) and taken back,
   then the first ready jobs are locked with ``SKIP LOCKED`` from two partial indexes in claim
@@ -18,8 +17,7 @@ How the contract maps onto the database:
   are ever scanned or waited for.
 * Unique keys: a unique partial index (``remote_jobs_unique_key``) decides between concurrent
   adds; its violation becomes ``DuplicateJob``.
-* ``save(expected_version=...)`` is a conditional ``UPDATE ... WHERE version = %s`` (or an
-  ``INSERT ... ON CONFLICT DO NOTHING`` for 0): the check and the write are one statement.
+* ``save(expected_version=...)`` is one conditional statement (``UPDATE ... WHERE version``).
 * Times default to the database server's clock (``statement_timestamp()``), not the
   caller's: workers on several machines then agree on when a lease ends.
 * Ids order in byte order: the id column is ``COLLATE "C"`` and every ``ORDER BY`` says so.
@@ -80,6 +78,7 @@ from .pgrows import (
     UPSERT,
     job_from_row,
     job_params,
+    key_violation,
     statistics_from_rows,
     update_params,
     where_sql,
@@ -106,19 +105,6 @@ __all__ = ["PostgresJobRepository"]
 # Pools left behind in a forked child: closing them there would end the parent's
 # sessions (libpq sends Terminate on the shared sockets), so they are kept, never touched.
 _ABANDONED: list[object] = []
-
-UNIQUE_KEY_INDEX = "remote_jobs_unique_key"
-
-
-def _key_violation(exc: Exception) -> bool:
-    """A unique violation of ``remote_jobs_unique_key`` (another job holds the key)."""
-    import psycopg
-
-    return (
-        isinstance(exc, psycopg.errors.UniqueViolation)
-        and getattr(exc.diag, "constraint_name", None) == UNIQUE_KEY_INDEX
-    )
-
 
 # -- the repository -----------------------------------------------------------------------
 
@@ -277,7 +263,7 @@ class PostgresJobRepository:
                 with self._cursor(job.id) as cur:
                     row = cur.execute(ADD, job_params(job, 1)).fetchone()
             except Exception as exc:
-                if not _key_violation(exc):
+                if not key_violation(exc):
                     raise
                 holder = self._key_holder(job.unique_key)
                 if holder is None:
@@ -307,7 +293,7 @@ class PostgresJobRepository:
                     cur.nextset()
                 return stored
         except Exception as exc:
-            if not _key_violation(exc):
+            if not key_violation(exc):
                 raise
         for job in batch:  # which job's key is held (none was stored)
             holder = self._key_holder(job.unique_key) if lifecycle.holds_key(job) else None
@@ -322,7 +308,7 @@ class PostgresJobRepository:
         try:
             return self._save(job, expected_version)
         except Exception as exc:
-            if _key_violation(exc):
+            if key_violation(exc):
                 raise self._duplicate(job) from None
             raise
 
@@ -571,12 +557,18 @@ class PostgresJobRepository:
         """pending or processing → cancelled."""
         return self._change(job_id, lambda job, now: lifecycle.cancel(job, now))
 
+    def release(self, job_id: str, worker_id: str, *, attempt: int | None = None) -> RemoteJob:
+        """processing → pending, ready at once, no retry used (the holder gives it back)."""
+        return self._change(
+            job_id, lambda job, now: lifecycle.release(job, worker_id, attempt, now)
+        )
+
     def requeue(self, job_id: str, *, reset_retries: bool = False) -> RemoteJob:
         """failed, timeout or cancelled → pending, ready at once."""
         try:
             return self._change(job_id, lambda job, now: lifecycle.requeue(job, reset_retries, now))
         except Exception as exc:
-            if not _key_violation(exc):
+            if not key_violation(exc):
                 raise
             job = self.get(job_id)
             assert job is not None

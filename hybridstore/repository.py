@@ -257,6 +257,12 @@ class JobRepository(Protocol):
         to the attempt it was claimed with, for the jobs whose holder is fenced by it."""
         ...
 
+    def release(self, job_id: str, worker_id: str, *, attempt: int | None = None) -> RemoteJob:
+        """The holder gives its job back: processing → pending, ready at once, no retry
+        used; the next claim is ``attempt + 1``, so the giver is fenced. Refused as
+        ``heartbeat`` is (``NotJobOwner``, ``InvalidTransition``)."""
+        ...
+
     def fail(
         self,
         job_id: str,

@@ -502,6 +502,12 @@ class JobStore:
             "fail",
         )
 
+    def release(self, job_id: str, worker_id: str, *, attempt: int | None = None) -> RemoteJob:
+        """processing → pending, ready at once, no retry used (the holder gives it back)."""
+        return self._update(
+            job_id, lambda job: lifecycle.release(job, worker_id, attempt, utcnow()), "release"
+        )
+
     def requeue(self, job_id: str, *, reset_retries: bool = False) -> RemoteJob:
         """failed, timeout or cancelled → pending, ready at once."""
         return self._update(

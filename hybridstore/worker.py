@@ -33,7 +33,6 @@ from dataclasses import asdict, dataclass
 from types import FrameType
 from typing import Any
 
-from . import lifecycle
 from .errors import (
     BackendUnavailable,
     HybridStoreError,
@@ -42,10 +41,9 @@ from .errors import (
     JobNotFound,
     LockTimeout,
     NotJobOwner,
-    VersionConflict,
 )
 from .logs import get_logger
-from .model import JobStatus, RemoteJob, utcnow
+from .model import RemoteJob
 from .repository import JobRepository, claim_arguments
 
 __all__ = ["Handler", "Worker", "WorkerSummary", "default_worker_id"]
@@ -264,7 +262,14 @@ class Worker:
                     with self._held_lock:
                         self._held.update((job.id, job) for job in claimed)
                     queue.extend(claimed)
-                self._work(queue.popleft(), summary)
+                job = queue.popleft()
+                with self._held_lock:
+                    ours = self._held.get(job.id) is job
+                if ours:
+                    self._work(job, summary)
+                else:  # its lease was lost while it waited (taken back, cancelled, deleted)
+                    summary.lost += 1
+                    self._log.warning("job.lost", job_id=job.id, reason="lease lost before start")
         finally:
             beating.set()
             beater.join()
@@ -288,7 +293,8 @@ class Worker:
     def _let_go(self, job: RemoteJob) -> None:
         """Stop renewing ``job``'s lease (before finishing it, so no beat lands after)."""
         with self._held_lock:
-            self._held.pop(job.id, None)
+            if self._held.get(job.id) is job:
+                del self._held[job.id]
 
     def _idle_wait(self, seconds: float) -> None:
         try:
@@ -375,10 +381,15 @@ class Worker:
         while not done.wait(interval):
             with self._held_lock:
                 held = list(self._held.values())
-            for job in held:
-                with self._held_lock:
-                    if job.id in self._held:
-                        self._beat(job)
+            self._beat_each(held)
+
+    def _beat_each(self, held: list[RemoteJob]) -> None:
+        for job in held:
+            with self._held_lock:
+                # The same claim still (not a later claim of the same job: its attempt
+                # would be refused, and that refusal must not drop the new claim).
+                if self._held.get(job.id) is job:
+                    self._beat(job)
 
     def _beat(self, job: RemoteJob) -> None:
         log = self._log.bind(job_id=job.id, attempt=job.attempt)
@@ -393,23 +404,14 @@ class Worker:
             log.warning("job.heartbeat_failed", error=type(exc).__name__)
 
     def _give_back(self, job: RemoteJob) -> bool:
-        """Make our job pending and ready again without using a retry: a conditional save
-        of ``lifecycle.release`` (any store's primitives, so it works on every backend)."""
-        for _ in range(5):
-            try:
-                stored = self.repo.get(job.id)
-                if (
-                    stored is None
-                    or stored.status is not JobStatus.PROCESSING
-                    or stored.worker_id != self.worker_id
-                    or stored.attempt != job.attempt
-                ):
-                    return False
-                released = lifecycle.release(stored, self.worker_id, job.attempt, utcnow())
-                self.repo.save(released, expected_version=stored.version)
-                return True
-            except VersionConflict:
-                continue  # written meanwhile (taken back?): look again
-            except (*_NOT_OURS, *_TRANSIENT):
-                return False
-        return False
+        """Make our job pending and ready again without using a retry (``release``, which
+        a worker token may call over HTTP). False if it is no longer ours or the store
+        refused; never raises, so that every job to give back is tried."""
+        try:
+            self.repo.release(job.id, self.worker_id, attempt=job.attempt)
+            return True
+        except (*_NOT_OURS, *_TRANSIENT):
+            return False
+        except HybridStoreError as exc:
+            self._log.warning("job.give_back_failed", job_id=job.id, error=type(exc).__name__)
+            return False

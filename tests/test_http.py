@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import multiprocessing
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -97,6 +98,7 @@ def routes(job_id: str) -> list[tuple[str, str, Any]]:
         ("POST", f"/jobs/{job_id}/heartbeat", {"worker_id": "w"}),
         ("POST", f"/jobs/{job_id}/complete", {"worker_id": "w"}),
         ("POST", "/completions", {"worker_id": "w", "results": {job_id: None}}),
+        ("POST", f"/jobs/{job_id}/release", {"worker_id": "w"}),
         ("POST", f"/jobs/{job_id}/fail", {"worker_id": "w", "error_message": "x"}),
         ("GET", "/", None),
         ("GET", "/ui/data", None),
@@ -104,7 +106,7 @@ def routes(job_id: str) -> list[tuple[str, str, Any]]:
     ]
 
 
-WORKER_ALLOWED = {"/claims", "/heartbeat", "/complete", "/completions", "/fail"}
+WORKER_ALLOWED = {"/claims", "/heartbeat", "/complete", "/completions", "/fail", "/release"}
 
 
 def _worker_may(method: str, path: str) -> bool:
@@ -573,3 +575,45 @@ def test_importing_the_client_and_server_modules_needs_no_running_server() -> No
     code = "import hybridstore.httpapi, hybridstore.httpclient, hybridstore.dashboard"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
                    env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_a_server_that_cannot_be_reached_is_backend_unavailable_and_a_worker_survives() -> None:
+    from hybridstore import BackendUnavailable, HttpJobRepository, Worker
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]  # closed again: nothing listens there
+    repo = HttpJobRepository(f"http://127.0.0.1:{port}", token="t", timeout=2)
+    with pytest.raises(BackendUnavailable, match="hybridstore serve"):
+        repo.get("job-1")
+    summary = Worker(repo, lambda job: None).run(burst=True)  # waits it out, never raises
+    assert (summary.stopped_by, summary.claimed) == ("idle", 0)
+
+
+def test_a_worker_with_a_worker_token_gives_back_its_prefetched_jobs(
+    server: ServerProcess, direct: JobStore
+) -> None:
+    """Found by a review: the give-back of a graceful stop used ``save`` (admin only), so
+    over HTTP the unstarted jobs stayed leased until their lease ran out."""
+    from hybridstore import HttpJobRepository, Worker
+
+    jobs = [direct.add(new_job(priority=-n)) for n in range(3)]
+    with HttpJobRepository(server.url, token=WORKER_TOKEN) as repo:
+        worker = Worker(repo, lambda job: worker.stop(), worker_id="w1", prefetch=3)
+        summary = worker.run()
+    assert (summary.completed, summary.given_back, summary.lost) == (1, 2, 0)
+    for job in jobs[1:]:
+        back = direct.get(job.id)
+        assert back is not None and back.status is JobStatus.PENDING and back.retry_count == 0
+
+
+def test_a_body_with_a_repeated_key_is_refused_and_changes_nothing(
+    server: ServerProcess, direct: JobStore
+) -> None:
+    job = direct.add(new_job())
+    claimed = direct.claim_next("w")
+    assert claimed is not None
+    body = f'{{"worker_id": "w", "results": {{"{job.id}": null, "{job.id}": {{"a": 1}}}}}}'
+    response = call(server, "POST", "/completions", content=body.encode(), headers=WORKER)
+    assert response.status_code == 400 and "twice" in response.json()["message"]
+    assert direct.get(job.id) == claimed

@@ -184,3 +184,40 @@ def test_the_leases_of_prefetched_jobs_are_renewed_while_they_wait() -> None:
         seconds=0.5
     )  # renewed since its claim
     assert repo.get(second.id).attempt == 1  # type: ignore[union-attr]  # never taken back
+
+
+def test_a_beat_for_an_earlier_claim_of_a_job_leaves_the_new_claim_alone() -> None:
+    """Found by a review: a beat from a snapshot taken before the job was failed and claimed
+    again went out with the old attempt, was refused, and dropped the new claim from the
+    jobs whose leases are renewed."""
+    repo = MemoryJobRepository()
+    job = repo.add(new_job(max_retries=3))
+    first = repo.claim_next("w")
+    assert first is not None
+    repo.fail(job.id, "w", "boom", attempt=first.attempt, retry_in=0)
+    second = repo.claim_next("w")
+    assert second is not None and second.attempt == first.attempt + 1
+    worker = Worker(repo, lambda j: None, worker_id="w", lease_seconds=600)
+    worker._held[job.id] = second
+    worker._beat_each([first])  # the stale snapshot
+    assert worker._held == {job.id: second}
+    assert repo.get(job.id).timeout_at == second.timeout_at  # type: ignore[union-attr]  # no beat
+    worker._beat_each([second])
+    assert repo.get(job.id).timeout_at > second.timeout_at  # type: ignore[union-attr,operator]
+
+
+def test_a_prefetched_job_lost_while_it_waited_is_not_run() -> None:
+    repo = MemoryJobRepository()
+    first, second = repo.add(new_job(priority=1)), repo.add(new_job())
+    seen: list[str] = []
+
+    def handler(job: RemoteJob) -> None:
+        seen.append(job.id)
+        if job.id == first.id:
+            repo.cancel(second.id)
+            time.sleep(0.3)  # several beats: the one for the waiting job is refused
+
+    summary = Worker(repo, handler, lease_seconds=0.1, prefetch=2).run(burst=True)
+    assert seen == [first.id]
+    assert (summary.completed, summary.lost) == (1, 1)
+    assert repo.get(second.id).status is JobStatus.CANCELLED  # type: ignore[union-attr]

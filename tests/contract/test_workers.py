@@ -440,3 +440,22 @@ def test_complete_many_completes_none_when_one_is_refused(
         repo.complete_many("w", {held[0].id: None}, attempts={"elsewhere": 1})
     with pytest.raises(InvalidArgument):
         repo.complete_many("", {held[0].id: None})
+
+
+def test_release_gives_the_job_back_ready_with_no_retry_used(repo: JobRepository) -> None:
+    job = repo.add(new_job())
+    held = repo.claim_next("w")
+    assert held is not None
+    with pytest.raises(NotJobOwner):
+        repo.release(job.id, "someone-else", attempt=held.attempt)
+    with pytest.raises(NotJobOwner):
+        repo.release(job.id, "w", attempt=held.attempt + 1)
+    back = repo.release(job.id, "w", attempt=held.attempt)
+    assert back.status is JobStatus.PENDING and back.worker_id is None
+    assert back.retry_count == held.retry_count and back.not_before is None
+    with pytest.raises(InvalidTransition):
+        repo.release(job.id, "w", attempt=held.attempt)  # pending: nothing to give back
+    again = repo.claim_next("w2")
+    assert again is not None and again.id == job.id and again.attempt == held.attempt + 1
+    with pytest.raises(NotJobOwner):
+        repo.complete(job.id, "w", attempt=held.attempt)  # the giver is fenced

@@ -113,7 +113,8 @@ def _steps() -> list[Step]:
         ("expire k3", {"k3": ("pending", 3)}),  # lease ran out, a retry remains
         ("cleanup 2", {"k1": ("", 0), "k2": ("", 0)}),  # deletes two terminal jobs
         ("add k4", {"k4": ("pending", 1)}),
-        # Batches: of 8 files or more (made durable by one syncfs) and fewer (one fsync each).
+        # Batches: of SYNCFS_AT files or more (made durable by one syncfs) and fewer (one
+        # fsync each).
         (f"add_many {','.join(_BATCH)}", dict.fromkeys(_BATCH, ("pending", 1))),
         (
             f"claim_many k3,k4,{','.join(_BATCH[:6])}",
@@ -173,7 +174,15 @@ class _Killer:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+# The batches of 8 below are flushed by one syncfs, as bulk batches are: the protocol is the
+# same at any threshold, and 8 keeps the runner's kill points few.
+SYNCFS_AT = 8
+
+
 def _install(killer: _Killer) -> None:
+    import hybridstore.files
+
+    hybridstore.files.SYNCFS_AT = SYNCFS_AT
     def wrap(name: str) -> Any:
         orig = _ORIG[name]
 

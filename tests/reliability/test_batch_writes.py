@@ -51,9 +51,9 @@ def test_a_failed_flush_puts_nothing_in_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int
 ) -> None:
     if count >= files_module.SYNCFS_AT:
-        if files_module._syncfs() is None:
-            pytest.skip("no syncfs here")
-        monkeypatch.setattr(files_module, "_syncfs", lambda: lambda fd: -1)
+        if files_module._syncfs_for(_files(tmp_path, 1)) is None:
+            pytest.skip("syncfs is not used on this file system")
+        monkeypatch.setattr(files_module, "_syncfs", lambda directory: lambda fd: -1)
     else:
         _fail_at_call(monkeypatch, "fsync", 2)
     with pytest.raises(StorageError) as caught:
@@ -65,8 +65,8 @@ def test_a_failed_flush_puts_nothing_in_place(
 def test_a_large_batch_is_flushed_once_a_small_one_file_by_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if files_module._syncfs() is None:
-        pytest.skip("no syncfs here")
+    if files_module._syncfs_for(_files(tmp_path, 1)) is None:
+        pytest.skip("syncfs is not used on this file system")
     fsyncs: list[int] = []
     real_fsync = os.fsync
     monkeypatch.setattr(files_module.os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd)))
