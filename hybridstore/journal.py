@@ -73,10 +73,12 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def _set_intent(conn: sqlite3.Connection, job_id: str, operation: str, token: str) -> None:
-    conn.execute(
+def _set_intents(conn: sqlite3.Connection, tokens: list[tuple[str, str]], operation: str) -> None:
+    """Record an intent for each (job id, token) of a write."""
+    started_us = now_us()
+    conn.executemany(
         "INSERT OR REPLACE INTO intents (job_id, operation, started_us, token) VALUES (?, ?, ?, ?)",
-        (job_id, operation, now_us(), token),
+        [(job_id, operation, started_us, token) for job_id, token in tokens],
     )
 
 
@@ -366,14 +368,25 @@ class Journal:
         befores: list[Row | None] = []
         with self.transaction() as conn:
             keys: dict[str, str] = {}  # unique key -> the job of the batch that took it
-            for (job_id, current, new, body), token in zip(batch, tokens, strict=True):
+            added: list[Row] = []  # rows of new jobs, inserted together
+            for job_id, current, new, body in batch:
                 if new is not None and takes_key(current, new):
                     assert new.unique_key is not None
                     _refuse_a_held_key(conn, new, keys)
                     keys[new.unique_key] = job_id
                 row = None if new is None else row_for(new, body, written_us)
-                befores.append(rows.write_row(conn, job_id, row))
-                _set_intent(conn, job_id, operation, token)
+                if current is None and row is not None:
+                    # The caller found no job under its lock: no file, and no row either.
+                    added.append(row)
+                    befores.append(None)
+                else:
+                    befores.append(rows.write_row(conn, job_id, row))
+            rows.put_rows(conn, added)
+            _set_intents(
+                conn,
+                [(job_id, token) for (job_id, *_), token in zip(batch, tokens, strict=True)],
+                operation,
+            )
             connection = self.sidecar.generation
         touched: set[int] = set()
         try:
