@@ -37,6 +37,7 @@ import pytest
 from benchmarks.dataset import generate_jobs, legacy_body, write_store_files
 from benchmarks.legacy_store import LegacyJobStore, build_indexes
 from benchmarks.limits import LimitReader, LimitWriter
+from benchmarks.provenance import source_digest
 from hybridstore import JobStatus, JobStore
 from hybridstore.sidecar import SIDECAR_NAME
 
@@ -94,7 +95,7 @@ def _quick(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_STARTED] = (time.time(), os.getloadavg())
     config.stash[_COMMIT_AT_START] = _git_commit()
-    config.stash[_DIGEST_AT_START] = _source_digest()
+    config.stash[_DIGEST_AT_START] = source_digest()
     config.addinivalue_line(
         "markers", "impls(*names): implementations a benchmark runs for (hybridstore,"
         " hybridstore-nondurable, limit, legacy)"
@@ -123,20 +124,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # measurements taken seconds apart rather than minutes apart on a shared machine.
     for item in items:
         item.add_marker(pytest.mark.timeout(3600))
-
-
-def _source_digest() -> str:
-    """A digest of the hybridstore package's sources, to tell if they changed mid-run."""
-    import hashlib
-
-    import hybridstore
-
-    digest = hashlib.sha256()
-    root = Path(hybridstore.__file__).parent
-    for path in sorted(root.rglob("*")):
-        if path.suffix in (".py", ".sql") and path.is_file():
-            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def _git_dirty() -> list[str] | None:
@@ -202,7 +189,7 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any,
         "git_commit_at_end": _git_commit(),
         "hybridstore_uncommitted_changes": _git_dirty(),
         "hybridstore_source_digest": config.stash.get(_DIGEST_AT_START, None),
-        "hybridstore_source_digest_at_end": _source_digest(),
+        "hybridstore_source_digest_at_end": source_digest(),
     }
 
 

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.peers import PgSchemas, make_jobs, pg_unreachable, server_dsn
+from benchmarks.peers import PgSchemas, make_jobs, server_dsn
+from benchmarks.provenance import pg_unreachable
 from hybridstore import JobStore, copy_jobs, open_repository
 
 __all__ = ["copy_both_ways"]

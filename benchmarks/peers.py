@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import multiprocessing
 import os
@@ -74,6 +73,7 @@ from typing import Any
 
 from benchmarks.dataset import new_job
 from benchmarks.legacy_store import LegacyJobStore
+from benchmarks.provenance import pg_unreachable, source_digest
 from hybridstore import JobStore, RemoteJob, open_repository
 from hybridstore.repository import JobRepository
 
@@ -124,23 +124,6 @@ def payload(job: RemoteJob) -> dict[str, Any]:
 def server_dsn() -> str:
     return (os.environ.get("HYBRIDSTORE_BENCH_PG_DSN") or os.environ.get("HYBRIDSTORE_TEST_PG_DSN")
             or DEFAULT_DSN)
-
-
-def pg_unreachable(dsn: str) -> str | None:
-    """Why the server cannot be used, or None when it answers."""
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed (pip install -e '.[dev]')"
-    from hybridstore.config import describe_target
-
-    try:
-        with psycopg.connect(dsn, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-        return f"PostgreSQL at {describe_target(dsn)} is unreachable: {first}"
-    return None
 
 
 def schema_dsn(dsn: str, schema: str) -> str:
@@ -651,17 +634,6 @@ def _git(*args: str) -> str | None:
                               timeout=30, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def source_digest() -> str:
-    import hybridstore
-
-    digest = hashlib.sha256()
-    root = Path(hybridstore.__file__).parent
-    for path in sorted(root.rglob("*")):
-        if path.suffix in (".py", ".sql") and path.is_file():
-            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def machine_info(workdir: Path) -> dict[str, Any]:

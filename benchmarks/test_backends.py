@@ -38,6 +38,7 @@ import pytest
 from benchmarks.claimers import ClaimPool, repository_claimer, restore_claimed, synced
 from benchmarks.conftest import BenchData
 from benchmarks.dataset import generate_jobs, new_job
+from benchmarks.provenance import pg_unreachable
 from hybridstore import JobStore
 from hybridstore.repository import JobRepository
 
@@ -155,29 +156,11 @@ def _log(message: str) -> None:
     sys.stderr.flush()
 
 
-def unreachable(dsn: str) -> str | None:
-    """Why the server cannot be used, or None when it answers."""
-    try:
-        import psycopg
-        import psycopg_pool  # noqa: F401
-    except ImportError:
-        return "psycopg is not installed (pip install -e '.[dev]')"
-    from hybridstore.config import describe_target
-
-    try:
-        with psycopg.connect(dsn, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-        return f"PostgreSQL at {describe_target(dsn)} is unreachable: {first}"
-    return None
-
-
 @pytest.fixture(scope="session")
 def pg(bench: BenchData) -> Iterator[PgData]:
     """The PostgreSQL side, or a skip (a failure with HYBRIDSTORE_BENCH_REQUIRE_PG=1)."""
     dsn = server_dsn()
-    reason = unreachable(dsn)
+    reason = pg_unreachable(dsn)
     if reason is not None:
         if os.environ.get("HYBRIDSTORE_BENCH_REQUIRE_PG") == "1":
             pytest.fail(f"{reason} (HYBRIDSTORE_BENCH_REQUIRE_PG=1)", pytrace=False)

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from benchmarks.copying import copy_both_ways
-from benchmarks.peers import pg_unreachable, server_dsn
+from benchmarks.peers import server_dsn
+from benchmarks.provenance import pg_unreachable
 
 JOBS = 600
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from benchmarks.peers import PeersRun, pg_unreachable, server_dsn
+from benchmarks.peers import PeersRun, server_dsn
+from benchmarks.provenance import pg_unreachable
 
 PEERS_SMOKE_JOBS = 200
 PROCS = 4
