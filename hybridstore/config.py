@@ -78,7 +78,14 @@ def resolve_target(target: str | os.PathLike[str] | None = None) -> str:
             "a key=value connection string is not accepted: use a postgresql:// URL"
         )
     if text.startswith("file://"):
-        path = unquote(urlparse(text).path)
+        url = urlparse(text)
+        if url.netloc not in ("", "localhost"):
+            # file://tmp/x is host "tmp", path "/x": not what anyone means by it.
+            raise InvalidArgument(
+                f"{text!r} names the host {url.netloc!r}: write file:///path (three slashes)"
+                " for an absolute path, or give the path itself"
+            )
+        path = unquote(url.path)
         if not path:
             raise InvalidArgument(f"{text!r} names no directory")
         return path

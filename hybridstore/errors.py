@@ -42,7 +42,7 @@ class DuplicateJob(JobAlreadyExists):
         HybridStoreError.__init__(
             self,
             f"unique key {unique_key!r} is held by job {existing_id!r} (pending or"
-            f" processing): job {job_id!r} was not stored",
+            f" processing), so the new job (id {job_id!r}) was not stored",
         )
         self.job_id = job_id
         self.unique_key = unique_key

@@ -223,7 +223,8 @@ class Sidecar:
                 db = sqlite_utils.Database(conn)
             else:
                 conn = sqlite3.connect(
-                    self.path,
+                    # Absolute: SQLite may take a name starting with "file:" for a URI.
+                    os.path.abspath(self.path),
                     timeout=self.busy_timeout,
                     isolation_level=None,  # explicit BEGIN IMMEDIATE / COMMIT only
                     check_same_thread=False,

@@ -39,11 +39,12 @@ from .errors import (
     InvalidArgument,
     InvalidTransition,
     JobNotFound,
+    JobTooLarge,
     LockTimeout,
     NotJobOwner,
 )
 from .logs import get_logger
-from .model import RemoteJob
+from .model import JobStatus, RemoteJob
 from .repository import JobRepository, claim_arguments
 
 __all__ = ["Handler", "Worker", "WorkerSummary", "default_worker_id"]
@@ -51,6 +52,8 @@ __all__ = ["Handler", "Worker", "WorkerSummary", "default_worker_id"]
 #: What a handler is: it gets the claimed job; a dict (the result) or None completes it.
 Handler = Callable[[RemoteJob], "dict[str, Any] | None"]
 
+# How much of a handler's exception a failed job keeps (a message can be any size).
+_MESSAGE_LIMIT = 4000
 # The store is briefly unreachable: wait and try again rather than die.
 _TRANSIENT = (BackendUnavailable, LockTimeout)
 # The job is no longer ours: the lease was lost and taken back, or it was cancelled/deleted.
@@ -249,7 +252,11 @@ class Worker:
                     try:
                         claimed = self._claim(want)
                     except _TRANSIENT as exc:
-                        self._log.warning("worker.store_unavailable", error=type(exc).__name__)
+                        if burst:  # "until no job is ready": unknown, so say so
+                            raise
+                        self._log.warning(
+                            "worker.store_unavailable", error=type(exc).__name__, reason=str(exc)
+                        )
                         claimed = []
                     if not claimed:
                         if burst:
@@ -325,6 +332,12 @@ class Worker:
                 give_back = True
             except Exception as exc:
                 error = exc
+            except BaseException:
+                # SystemExit, KeyboardInterrupt...: the worker stops now; the job goes back
+                # rather than wait out its lease.
+                self._let_go(job)
+                self._give_back(job)
+                raise
             finally:
                 self._in_handler = False
         except _GiveBack:  # the signal landed on the line after the handler's return
@@ -347,13 +360,13 @@ class Worker:
             if error is None:
                 try:
                     self.repo.complete(job.id, self.worker_id, result, attempt=job.attempt)
-                except InvalidArgument as exc:  # a result that cannot be stored
+                except (InvalidArgument, JobTooLarge) as exc:  # a result that cannot be stored
                     error = exc
                 else:
                     summary.completed += 1
                     log.info("job.completed", seconds=seconds)
                     return
-            message = f"{type(error).__name__}: {error}"
+            message = f"{type(error).__name__}: {error}"[:_MESSAGE_LIMIT]
             if self.retry_in is None:
                 stored = self.repo.fail(job.id, self.worker_id, message, attempt=job.attempt)
             else:
@@ -366,7 +379,9 @@ class Worker:
                 seconds=seconds,
                 error_type=type(error).__name__,
                 status=stored.status.value,
-                not_before=stored.not_before.isoformat() if stored.not_before else None,
+                retry_at=stored.not_before.isoformat()
+                if stored.not_before and stored.status is JobStatus.PENDING
+                else None,
             )
         except (*_NOT_OURS, *_TRANSIENT) as exc:
             # The lease ran out and the job was taken back (or cancelled, deleted): the

@@ -415,3 +415,21 @@ def test_python_m_hybridstore_is_the_command(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": root},
     )
     assert done.returncode == 1 and done.stderr.startswith("error: no data directory at typo:")
+
+
+def test_a_file_url_with_a_host_is_refused_and_creates_nothing(tmp_path: Path) -> None:
+    """Found by a newcomer: file://tmp/x/s2 initialised /x/s2 (the host part dropped)."""
+    done = hybridstore("--data-dir", "file://tmp/nowhere-x/s2", "init", cwd=tmp_path)
+    assert done.returncode == 2 and "three slashes" in done.stderr
+    assert not Path("/nowhere-x").exists()
+    done = hybridstore("--data-dir", f"file://localhost{tmp_path}/s3", "init", cwd=tmp_path)
+    assert done.returncode == 0 and (tmp_path / "s3" / "pending").is_dir()
+
+
+def test_a_relative_path_that_starts_with_file_colon_is_a_path(tmp_path: Path) -> None:
+    """Found by a newcomer: SQLite took the sidecar's name for a URI and failed after the
+    status directories were made."""
+    assert hybridstore("--data-dir", "file:relative/x", "init", cwd=tmp_path).returncode == 0
+    done = hybridstore("--data-dir", "file:relative/x", "stats", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "file:relative" / "x" / "hybridstore.sqlite3").is_file()

@@ -112,6 +112,16 @@ def test_work_runs_a_handler_in_burst(tmp_path: Path) -> None:
     assert code == 1 and "no_such_module_x" in err
 
 
+def test_work_says_which_module_failed_to_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken_on_import_x.py").write_text("1 / 0\n")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run("--data-dir", str(tmp_path / "d"), "work", "broken_on_import_x:f")
+    assert code == 1 and err.count("\n") == 1
+    assert "importing 'broken_on_import_x' failed: ZeroDivisionError" in err
+
+
 def test_requeue_by_id_and_by_status(pg_schema_dsn: str) -> None:
     with open_repository(pg_schema_dsn) as repo:
         ids = []

@@ -577,7 +577,7 @@ def test_importing_the_client_and_server_modules_needs_no_running_server() -> No
                    env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
-def test_a_server_that_cannot_be_reached_is_backend_unavailable_and_a_worker_survives() -> None:
+def test_an_unreachable_server_is_backend_unavailable_which_a_worker_waits_out() -> None:
     from hybridstore import BackendUnavailable, HttpJobRepository, Worker
 
     with socket.socket() as free:
@@ -586,8 +586,12 @@ def test_a_server_that_cannot_be_reached_is_backend_unavailable_and_a_worker_sur
     repo = HttpJobRepository(f"http://127.0.0.1:{port}", token="t", timeout=2)
     with pytest.raises(BackendUnavailable, match="hybridstore serve"):
         repo.get("job-1")
-    summary = Worker(repo, lambda job: None).run(burst=True)  # waits it out, never raises
-    assert (summary.stopped_by, summary.claimed) == ("idle", 0)
+    with pytest.raises(BackendUnavailable):  # burst: "no job is ready" is unknown
+        Worker(repo, lambda job: None).run(burst=True)
+    worker = Worker(repo, lambda job: None)  # a long-running worker waits it out
+    threading.Timer(0.5, worker.stop).start()
+    summary = worker.run()
+    assert (summary.stopped_by, summary.claimed) == ("stop", 0)
 
 
 def test_a_worker_with_a_worker_token_gives_back_its_prefetched_jobs(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from datetime import timedelta
@@ -221,3 +222,35 @@ def test_a_prefetched_job_lost_while_it_waited_is_not_run() -> None:
     assert seen == [first.id]
     assert (summary.completed, summary.lost) == (1, 1)
     assert repo.get(second.id).status is JobStatus.CANCELLED  # type: ignore[union-attr]
+
+
+def test_a_result_too_large_to_store_fails_the_job_and_the_worker_goes_on() -> None:
+    """Found by a newcomer: a result over the store's size limit raised out of the worker
+    and left the job leased."""
+    from hybridstore import JobStore
+
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        JobStore(directory, max_job_bytes=64 * 1024) as store,
+    ):
+        big, small = store.add(new_job(priority=1)), store.add(new_job())
+        summary = Worker(store, lambda j: {"blob": "x" * 100_000} if j.id == big.id else None).run(
+            burst=True
+        )
+        assert (summary.failed, summary.completed) == (1, 1)
+        failed = store.get(big.id)
+        assert failed is not None and failed.error_message.startswith("JobTooLarge: ")  # type: ignore[union-attr]
+        assert store.get(small.id).status is JobStatus.COMPLETED  # type: ignore[union-attr]
+
+
+def test_a_handler_that_exits_the_process_gives_its_job_back_first() -> None:
+    repo = MemoryJobRepository()
+    job = repo.add(new_job())
+
+    def leave(_job: RemoteJob) -> None:
+        raise SystemExit(3)
+
+    with pytest.raises(SystemExit):
+        Worker(repo, leave).run(burst=True)
+    back = repo.get(job.id)
+    assert back is not None and back.status is JobStatus.PENDING and back.retry_count == 0

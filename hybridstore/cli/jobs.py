@@ -254,6 +254,8 @@ def _load_handler(spec: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         fail(f"cannot import {module_name!r}: {exc}")
+    except Exception as exc:  # the module itself raised (or does not parse) on import
+        fail(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}")
     handler = module
     for part in function_name.split("."):
         handler = getattr(handler, part, None)  # type: ignore[assignment]
