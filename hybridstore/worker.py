@@ -22,6 +22,7 @@ options, results or error messages, which may hold secrets.
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import socket
@@ -58,6 +59,22 @@ _MESSAGE_LIMIT = 4000
 _TRANSIENT = (BackendUnavailable, LockTimeout)
 # The job is no longer ours: the lease was lost and taken back, or it was cancelled/deleted.
 _NOT_OURS = (NotJobOwner, InvalidTransition, JobNotFound)
+
+
+def _check_takes_one_job(handler: Callable[..., Any]) -> None:
+    """``InvalidArgument`` now, rather than every job failing later, if ``handler`` cannot
+    be called with one job."""
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return  # a builtin or C function without a signature: let the call tell
+    try:
+        signature.bind(None)
+    except TypeError:
+        name = getattr(handler, "__name__", repr(handler))
+        raise InvalidArgument(
+            f"the handler {name}{signature} cannot be called with one argument (the job)"
+        ) from None
 
 
 def default_worker_id() -> str:
@@ -129,6 +146,7 @@ class Worker:
     ) -> None:
         if not callable(handler):
             raise InvalidArgument("handler must be callable (it is given the claimed job)")
+        _check_takes_one_job(handler)
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
             raise InvalidArgument(f"prefetch must be a positive integer, got {prefetch!r}")
         self.prefetch = prefetch

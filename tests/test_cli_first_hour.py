@@ -433,3 +433,15 @@ def test_a_relative_path_that_starts_with_file_colon_is_a_path(tmp_path: Path) -
     done = hybridstore("--data-dir", "file:relative/x", "stats", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "file:relative" / "x" / "hybridstore.sqlite3").is_file()
+
+
+def test_add_says_when_it_creates_a_data_directory(tmp_path: Path) -> None:
+    """Found by a newcomer: a typo in --data-dir with add made a new store silently."""
+    first = hybridstore(
+        "--data-dir", "stroe", "add", "--task", "t", "--source", "s", "--type", "c", cwd=tmp_path
+    )
+    assert first.returncode == 0 and first.stderr == "created a new data directory at stroe\n"
+    again = hybridstore(
+        "--data-dir", "stroe", "add", "--task", "t", "--source", "s", "--type", "c", cwd=tmp_path
+    )
+    assert again.returncode == 0 and again.stderr == ""

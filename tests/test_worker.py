@@ -114,6 +114,14 @@ def test_bad_arguments() -> None:
         Worker(repo, print, lease_seconds=0)
     with pytest.raises(InvalidArgument):
         Worker(repo, print).run(max_jobs=-1)
+    def no_argument() -> None: ...
+
+    def two_arguments(job: RemoteJob, extra: int) -> None: ...
+
+    for wrong in (no_argument, two_arguments):
+        with pytest.raises(InvalidArgument, match="one argument"):
+            Worker(repo, wrong)  # type: ignore[arg-type]
+    Worker(repo, lambda job, extra=1: None)  # a default for the rest is fine
     for prefetch in (0, -1, 1.5, True):
         with pytest.raises(InvalidArgument):
             Worker(repo, print, prefetch=prefetch)  # type: ignore[arg-type]

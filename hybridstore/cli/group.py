@@ -25,6 +25,7 @@ from ..config import (
 )
 from ..errors import AccessDenied, HybridStoreError, InvalidArgument, StoreNotFound
 from ..factory import open_repository
+from ..files import Layout
 from ..logs import LEVELS, configure_logging
 from ..repository import JobRepository
 from ..store import JobStore
@@ -91,7 +92,15 @@ class Context:
     def repository(self, *, create: bool = False) -> Iterator[JobRepository]:
         """The store, which must exist already: commands that read (and the maintenance
         commands) never create one wherever a typo pointed them. ``add`` may create it."""
-        with opened(self.resolved(), *self.given(), create=create) as repo:
+        target = self.resolved()
+        new = (
+            create
+            and not (is_http_url(target) or is_database_url(target))
+            and not Layout(Path(target)).looks_like_store()
+        )
+        with opened(target, *self.given(), create=create) as repo:
+            if new:  # a typo in a path would otherwise go unnoticed
+                click.echo(f"created a new data directory at {target}", err=True)
             yield repo
 
     @contextmanager
