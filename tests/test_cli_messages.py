@@ -44,10 +44,13 @@ def test_list_is_an_aligned_table_with_the_json_timestamps(listed: Path) -> None
     code, out, _ = invoke("--data-dir", str(listed), "list")
     assert code == 0
     header, *rows = out.splitlines()
-    assert header.split() == ["ID", "STATUS", "CONTENT", "TYPE", "WORKER", "CREATED", "RETRIES"]
+    assert header.split() == [
+        "ID", "STATUS", "CONTENT", "TYPE", "WORKER", "CREATED", "PRIORITY", "NOT", "BEFORE",
+        "RETRIES",
+    ]
     assert len(rows) == 2
     # Every column starts where its header does.
-    starts = [m.start() for m in re.finditer(r"(?<!\S)(?!TYPE)\S+", header)]
+    starts = [m.start() for m in re.finditer(r"(?<!\S)(?!TYPE|BEFORE)\S+", header)]
     for row in rows:
         assert [m.start() for m in re.finditer(r"\S+", row)] == starts, row
     stored = json.loads(invoke("--data-dir", str(listed), "list", "--json")[1])
@@ -57,6 +60,19 @@ def test_list_is_an_aligned_table_with_the_json_timestamps(listed: Path) -> None
     ]
     for row, job in zip(rows, stored, strict=True):
         assert job["created_at"] in row.split() and "+00:00" not in row
+
+
+def test_list_shows_priority_and_when_a_delayed_job_becomes_ready(tmp_path: Path) -> None:
+    """Found by a newcomer: a delayed or ranked job looked like any other pending job."""
+    store = str(tmp_path / "d")
+    invoke("--data-dir", store, "init")
+    invoke("--data-dir", store, "add", "--task", "t", "--source", "s", "--type", "c",
+           "--priority", "7", "--delay", "3600")
+    code, out, _ = invoke("--data-dir", store, "list")
+    (job,) = json.loads(invoke("--data-dir", store, "list", "--json")[1])
+    cells = out.splitlines()[1].split()
+    assert code == 0 and "7" in cells and job["not_before"] in cells
+    assert invoke("--data-dir", store, "list", "--limit", "0")[1] == "no jobs listed (--limit 0)\n"
 
 
 def test_list_says_when_no_job_matched(listed: Path) -> None:

@@ -190,10 +190,10 @@ def list_jobs(
         echo_json(stored)
         return
     if not stored:
-        click.echo("no jobs matched")
+        click.echo("no jobs matched" if limit != 0 else "no jobs listed (--limit 0)")
         return
     _echo_table(
-        ("ID", "STATUS", "CONTENT TYPE", "WORKER", "CREATED", "RETRIES"),
+        ("ID", "STATUS", "CONTENT TYPE", "WORKER", "CREATED", "PRIORITY", "NOT BEFORE", "RETRIES"),
         [
             (
                 safe(job["id"]),
@@ -201,6 +201,8 @@ def list_jobs(
                 safe(job["content_type"]),
                 safe(job["worker_id"] or "-"),
                 job["created_at"],  # the same Z form as --json
+                str(job["priority"]),
+                job["not_before"] or "-",  # a delayed or backed-off job: not claimed before
                 f"{job['retry_count']}/{job['max_retries']}",
             )
             for job in stored
