@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InvalidArgument
+from .logs import get_logger
+
+log = get_logger("hybridstore.serve")
 
 __all__ = ["ADMIN", "ROLES", "WORKER", "WORKER_CALLS", "TokenTable", "load_tokens"]
 
@@ -145,6 +148,12 @@ def load_tokens(token_file: str | os.PathLike[str] | None = None) -> TokenTable:
             ) from None
         entries = parse_token_file(text)
         where = f"token file {os.fspath(token_file)}"
+        if Path(token_file).stat().st_mode & 0o077:
+            log.warning(
+                "token_file_readable_by_others",
+                path=os.fspath(token_file),
+                advice=f"chmod 600 {os.fspath(token_file)}",
+            )
     else:
         entries = parse_token_variable(os.environ.get(ENV_VARIABLE, ""))
         where = f"${ENV_VARIABLE}"

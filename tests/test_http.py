@@ -621,3 +621,19 @@ def test_a_body_with_a_repeated_key_is_refused_and_changes_nothing(
     response = call(server, "POST", "/completions", content=body.encode(), headers=WORKER)
     assert response.status_code == 400 and "twice" in response.json()["message"]
     assert direct.get(job.id) == claimed
+
+
+def test_a_token_file_others_can_read_is_warned_about(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    path = tmp_path / "tokens"
+    path.write_text(f"admin {ADMIN_TOKEN}\n")
+    path.chmod(0o644)
+    with capture_logs() as logs:
+        load_tokens(path)
+    assert [entry["event"] for entry in logs] == ["token_file_readable_by_others"]
+    assert ADMIN_TOKEN not in str(logs)
+    path.chmod(0o600)
+    with capture_logs() as logs:
+        load_tokens(path)
+    assert logs == []
