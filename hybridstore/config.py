@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -97,6 +98,11 @@ def resolve_target(target: str | os.PathLike[str] | None = None) -> str:
     return text
 
 
+def init_command(path: str | os.PathLike[str]) -> str:
+    """The command that creates a data directory at ``path``, ready to paste."""
+    return f"hybridstore --data-dir {shlex.quote(os.fspath(path))} init"
+
+
 def check_data_dir(path: str | os.PathLike[str], *, create: bool) -> None:
     """Refuse a path that cannot be a data directory, before anything is created there.
 
@@ -115,9 +121,9 @@ def check_data_dir(path: str | os.PathLike[str], *, create: bool) -> None:
         )
         if create:
             raise InvalidArgument(f"{what}: a data directory must be a directory")
-        raise StoreNotFound(where, "hybridstore init", f"{what}, so not a data directory")
+        raise StoreNotFound(where, init_command(where), f"{what}, so not a data directory")
     if not create:
-        raise StoreNotFound(where, "hybridstore init", f"no data directory at {where}")
+        raise StoreNotFound(where, init_command(where), f"no data directory at {where}")
 
 
 def describe_target(target: str) -> str:

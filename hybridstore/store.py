@@ -21,7 +21,7 @@ from typing import Any
 from . import lifecycle
 from .batches import Batches
 from .claims import Claims
-from .config import check_data_dir, default_data_dir
+from .config import check_data_dir, default_data_dir, init_command
 from .errors import (
     CorruptJobFile,
     DuplicateJob,
@@ -117,7 +117,7 @@ class JobStore:
         #: can be read, without locks (nobody can write there); writes raise StorageError.
         self.read_only = is_read_only(self.data_dir)
         if (not create or self.read_only) and not self.layout.looks_like_store():
-            raise StoreNotFound(self.data_dir, "hybridstore init")
+            raise StoreNotFound(self.data_dir, init_command(self.data_dir))
         if not self.read_only:
             self.layout.create()
         self._stripes = StripeLocks.of(self.layout.locks, self)

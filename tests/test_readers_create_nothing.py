@@ -64,7 +64,8 @@ def test_open_repository_create_false_refuses_a_missing_directory(tmp_path: Path
     with pytest.raises(StoreNotFound) as raised:
         open_repository(missing, create=False)
     assert isinstance(raised.value, FileNotFoundError)
-    assert str(missing) in str(raised.value) and "hybridstore init" in str(raised.value)
+    assert str(missing) in str(raised.value)
+    assert f"hybridstore --data-dir {missing} init" in str(raised.value)  # ready to paste
     assert not (tmp_path / "typo").exists()
     with pytest.raises(StoreNotFound):
         open_repository(f"file://{missing}", create=False)
