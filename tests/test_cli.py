@@ -102,8 +102,11 @@ def test_expire_and_cleanup(filled: Path) -> None:
         assert job is not None
     code, out, _ = run(filled, "expire")
     assert code == 0 and "expired 1 job\n" in out
+    with JobStore(filled) as store:
+        (old,) = store.old_jobs(7)
     code, out, _ = run(filled, "cleanup", "--days", "7", "--dry-run")
-    assert code == 0 and "would delete 1 job finished" in out
+    assert code == 0 and out.splitlines()[0] == old.id  # which jobs, then how many
+    assert "would delete 1 job finished" in out
     assert run(filled, "cleanup", "--days", "7")[1].startswith("deleted 1 job finished")
     assert json.loads(run(filled, "stats", "--json")[1])["total_jobs"] == 2
 

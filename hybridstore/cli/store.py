@@ -278,6 +278,8 @@ def cleanup(context: Context, days: float, dry_run: bool, as_json: bool) -> None
             outcome["job_ids"] = job_ids
         echo_json(outcome)
         return
+    for job_id in job_ids:  # --dry-run: which, as requeue --dry-run says
+        click.echo(safe(job_id))
     verb = "would delete" if dry_run else "deleted"
     click.echo(f"{verb} {plural(deleted, 'job')} finished more than {days:g} days ago")
 
