@@ -75,6 +75,7 @@ def test_copy_skips_what_the_files_lost_and_says_so(spoiled: Path, tmp_path: Pat
     code, out, _ = invoke("copy", "--from", str(spoiled), "--to", str(target), "--json")
     report = json.loads(out)
     assert code == 1 and report["ok"] is False
+    assert (report["source"], report["target"]) == (str(spoiled), str(target))  # not reprs
     assert [(s["job_id"], s["kind"]) for s in report["skipped"]] == [
         ("job-0", "gone"),
         ("job-1", "unreadable"),

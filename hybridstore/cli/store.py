@@ -342,6 +342,8 @@ def copy(
                 )
         finally:
             target.close()
+    # Where, as the user named them (passwords masked), not the repositories' reprs.
+    report.source, report.target = describe_target(source_target), describe_target(to_url)
     if as_json:
         echo_json(report.to_dict())
         sys.exit(0 if report.ok else 1)
