@@ -148,12 +148,6 @@ def load_tokens(token_file: str | os.PathLike[str] | None = None) -> TokenTable:
             ) from None
         entries = parse_token_file(text)
         where = f"token file {os.fspath(token_file)}"
-        if Path(token_file).stat().st_mode & 0o077:
-            log.warning(
-                "token_file_readable_by_others",
-                path=os.fspath(token_file),
-                advice=f"chmod 600 {os.fspath(token_file)}",
-            )
     else:
         entries = parse_token_variable(os.environ.get(ENV_VARIABLE, ""))
         where = f"${ENV_VARIABLE}"
@@ -164,5 +158,11 @@ def load_tokens(token_file: str | os.PathLike[str] | None = None) -> TokenTable:
             f"no API token configured ({where} {state}): refusing to serve without one;"
             f" give --token-file FILE ('ROLE TOKEN' lines) or set {ENV_VARIABLE}"
             " ('ROLE:TOKEN,ROLE:TOKEN'; roles admin and worker)"
+        )
+    if token_file is not None and Path(token_file).stat().st_mode & 0o077:
+        log.warning(
+            "token_file_readable_by_others",
+            path=os.fspath(token_file),
+            advice=f"chmod 600 {os.fspath(token_file)}",
         )
     return TokenTable(entries)
