@@ -94,6 +94,12 @@ def connect(dsn: str, *, autocommit: bool = True) -> Connection:
             f"cannot connect to PostgreSQL at {describe_target(dsn)}: {reason}"
         ) from exc
     except psycopg.ProgrammingError as exc:  # a malformed DSN
-        raise InvalidArgument(f"invalid PostgreSQL DSN {describe_target(dsn)}: {exc}") from exc
+        reason = " ".join(str(exc).split())  # libpq's message ends in a newline
+        hint = ""
+        if "options=" in dsn and "%3D" not in dsn.upper():
+            hint = " (inside options=, write = as %3D: ?options=-csearch_path%3Dmyschema)"
+        raise InvalidArgument(
+            f"invalid PostgreSQL DSN {describe_target(dsn)}: {reason}{hint}"
+        ) from exc
     configure(conn)
     return conn

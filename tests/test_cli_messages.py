@@ -103,7 +103,9 @@ def test_cleanup_json(tmp_path: Path) -> None:
         store.add(new_job(id="waiting"))
     code, out, _ = invoke("--data-dir", str(data), "cleanup", "--dry-run", "--json")
     assert code == 0
-    assert json.loads(out) == {"days": 7, "dry_run": True, "deleted": 1, "job_ids": ["old"]}
+    assert json.loads(out) == {
+        "days": 7, "dry_run": True, "deleted": 0, "would_delete": 1, "job_ids": ["old"]
+    }
     code, out, _ = invoke("--data-dir", str(data), "cleanup", "--days", "1", "--json")
     assert code == 0 and json.loads(out) == {"days": 1, "dry_run": False, "deleted": 1}
     code, out, _ = invoke("--data-dir", str(data), "cleanup", "--json")
@@ -188,3 +190,8 @@ def test_copy_onto_the_store_it_reads_is_a_usage_error(tmp_path: Path) -> None:
     JobStore(tmp_path / "st").close()
     code, _, err = invoke("copy", "--from", str(tmp_path / "st"), "--to", str(tmp_path / "st/."))
     assert code == 2 and "copied from" in err
+
+
+def test_a_global_option_after_the_command_says_where_it_goes(tmp_path: Path) -> None:
+    code, _, err = invoke("list", "--data-dir", str(tmp_path))
+    assert code == 2 and "--data-dir is a global option: it goes before the command" in err

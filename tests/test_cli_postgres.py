@@ -82,3 +82,12 @@ def test_hybridstore_url_switches_every_command(
     assert code == 0 and json.loads(out)["id"] == job.id
     code, _, err = invoke("verify")
     assert code == 2 and "is for a data directory" in err  # a usage error
+
+
+def test_an_unencoded_equals_sign_in_options_gets_a_hint() -> None:
+    """Found by a newcomer: libpq's message ended in a literal newline, with no word on %3D."""
+    code, _, err = invoke(
+        "db", "test", "--url", "postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path=x"
+    )
+    assert code == 1 and err.count("\n") == 1
+    assert "write = as %3D" in err and "\\n" not in err

@@ -114,8 +114,7 @@ class Context:
                 else ""
             )
             usage_fail(
-                f"'{command}' is for a data directory, not for {where}: give --data-dir DIR"
-                f"{extra}"
+                f"'{command}' is for a data directory, not for {where}: give --data-dir DIR{extra}"
             )
         try:
             check_data_dir(target, create=create)
@@ -210,6 +209,10 @@ def access_denied(exc: AccessDenied, context: Context | None) -> str:
     )
 
 
+# Options of the group itself, which a newcomer may put after the command.
+_GLOBAL_OPTIONS = frozenset({"--data-dir", "--store", "--log-level", "--json-logs"})
+
+
 class HybridStoreGroup(click.Group):
     """Turns every error into one line and exit code 1, never a traceback (the traceback
     goes to stderr as well with ``--log-level debug``)."""
@@ -217,6 +220,14 @@ class HybridStoreGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.NoSuchOption as exc:
+            if exc.option_name in _GLOBAL_OPTIONS:  # given after the command, not before
+                command = ctx.invoked_subcommand or "list"
+                exc.message += (
+                    f" ({exc.option_name} is a global option: it goes before the command,"
+                    f" as in 'hybridstore {exc.option_name} ... {command}')"
+                )
+            raise
         except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise
         except AccessDenied as exc:

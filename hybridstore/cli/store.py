@@ -262,8 +262,8 @@ def expire(context: Context, as_json: bool) -> None:
 def cleanup(context: Context, days: float, dry_run: bool, as_json: bool) -> None:
     """Delete old completed, failed, timed-out and cancelled jobs.
 
-    With --json: {"days", "dry_run", "deleted"}, and with --dry-run "job_ids", the jobs
-    that would be deleted ("deleted" then counts them; none is deleted).
+    With --json: {"days", "dry_run", "deleted"}, and with --dry-run "would_delete" and
+    "job_ids", the jobs that would be deleted ("deleted" is then 0).
     """
     job_ids: list[str] = []
     with context.repository() as repo:
@@ -273,8 +273,13 @@ def cleanup(context: Context, days: float, dry_run: bool, as_json: bool) -> None
         else:
             deleted = repo.cleanup(days)
     if as_json:
-        outcome: dict[str, Any] = {"days": days, "dry_run": dry_run, "deleted": deleted}
+        outcome: dict[str, Any] = {
+            "days": days,
+            "dry_run": dry_run,
+            "deleted": 0 if dry_run else deleted,
+        }
         if dry_run:
+            outcome["would_delete"] = deleted
             outcome["job_ids"] = job_ids
         echo_json(outcome)
         return
