@@ -1,6 +1,7 @@
 """The one-commit write protocol: job locks, intents, rows and files, and recovery.
 
-Every operation that changes a job goes through ``Journal.commit``:
+Every operation that changes jobs goes through ``Journal.commit_many`` (``commit`` is the
+batch of one); for each job of the batch:
 
 1. take the job's lock (``locks.StripeLocks``) and read its current file;
 2. in one short ``BEGIN IMMEDIATE`` commit, write the job's new row and an intent naming
@@ -8,8 +9,9 @@ Every operation that changes a job goes through ``Journal.commit``:
 3. change the files: write the new body atomically into its status directory, then remove
    the old one if the status changed (fsyncs included when ``durable``); release the lock.
 
-The intent is cleared lazily, by this process's next write transaction (``transaction``):
-one commit per write. So the row leads the files by at most one write, never lags them, and
+A batch does step 2 for all its jobs in one commit and step 3 for all together
+(``files.write_many``). The intent is cleared lazily, by this process's next write
+transaction (``transaction``): one commit per write. So the row leads the files by at most one write, never lags them, and
 the file at the row's status is always the newest copy of a job.
 
 A process killed anywhere in 2-3 leaves an intent naming the job. Whoever next takes the
