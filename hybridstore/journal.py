@@ -11,8 +11,9 @@ batch of one); for each job of the batch:
 
 A batch does step 2 for all its jobs in one commit and step 3 for all together
 (``files.write_many``). The intent is cleared lazily, by this process's next write
-transaction (``transaction``): one commit per write. So the row leads the files by at most one write, never lags them, and
-the file at the row's status is always the newest copy of a job.
+transaction (``transaction``): one commit per write. So the row leads the files by at most
+one write, never lags them, and the file at the row's status is always the newest copy of a
+job.
 
 A process killed anywhere in 2-3 leaves an intent naming the job. Whoever next takes the
 job's lock, or the next store opened on the directory (``recover_intents``), checks such a

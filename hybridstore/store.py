@@ -3,11 +3,12 @@
 Each concern has its own module: ``files`` (the layout, atomic writes, strict reads),
 ``sidecar`` and ``rows`` (the SQLite index), ``locks`` (job stripes, the write gate),
 ``journal`` (the one-commit write protocol and crash recovery: every write goes through
-``Journal.commit_many``), ``batches`` (many jobs in one write), ``claims`` (claims in
-claim order, abandoned leases taken back) and ``maintenance`` (the sidecar's health, rebuild, verify, repair). This module opens them
-and answers the repository calls. Reads take no lock: a rename is atomic, so a reader sees
-a whole body. Set queries are answered from the bodies copied into the sidecar, so they may
-show a write a few milliseconds before its file lands; point reads read the file.
+``Journal.commit_many``), ``batches`` (many jobs in one write), ``claims`` (claims in claim
+order, abandoned leases taken back) and ``maintenance`` (the sidecar's health, rebuild,
+verify, repair). This module opens them and answers the repository calls. Reads take no
+lock: a rename is atomic, so a reader sees a whole body. Set queries are answered from the
+bodies copied into the sidecar, so they may show a write a few milliseconds before its file
+lands; point reads read the file.
 """
 
 from __future__ import annotations
