@@ -91,3 +91,11 @@ def test_an_unencoded_equals_sign_in_options_gets_a_hint() -> None:
     )
     assert code == 1 and err.count("\n") == 1
     assert "write = as %3D" in err and "\\n" not in err
+
+
+def test_db_commands_take_the_database_from_the_global_data_dir(pg_schema_dsn: str) -> None:
+    """Found by a newcomer: every other command took --data-dir postgresql://..., db did not."""
+    code, out, err = invoke("--data-dir", pg_schema_dsn, "db", "init", "--json")
+    assert code == 0, err
+    code, out, err = invoke("--data-dir", pg_schema_dsn, "db", "test", "--json")
+    assert code == 0 and json.loads(out)["version"] > 0, err

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from ..config import (
     describe_target,
@@ -56,8 +57,18 @@ def _db_report(status: Any, as_json: bool) -> None:
 
 
 def _database_url(url: str | None) -> str:
+    # ``hybridstore --data-dir postgresql://... db test`` names the database as every other
+    # command takes it; an explicit --url still wins.
+    ctx = click.get_current_context()
+    chosen = getattr(ctx.find_root().obj, "target", None)
+    explicit = ctx.get_parameter_source("url") is ParameterSource.COMMANDLINE
+    if chosen and is_database_url(chosen) and not explicit:
+        url = chosen
     if not url:
-        raise click.UsageError("give --url postgresql://... or set $HYBRIDSTORE_URL")
+        raise click.UsageError(
+            "give --url postgresql://... (or hybridstore --data-dir postgresql://... db ...),"
+            " or set $HYBRIDSTORE_URL"
+        )
     if not is_database_url(url):
         raise click.BadParameter("expected a postgresql:// URL", param_hint="--url")
     return url
