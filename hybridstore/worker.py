@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from types import FrameType
 from typing import Any
 
+from . import lifecycle
 from .errors import (
     BackendUnavailable,
     HybridStoreError,
@@ -43,9 +44,10 @@ from .errors import (
     JobTooLarge,
     LockTimeout,
     NotJobOwner,
+    VersionConflict,
 )
 from .logs import get_logger
-from .model import JobStatus, RemoteJob
+from .model import JobStatus, RemoteJob, utcnow
 from .repository import JobRepository, claim_arguments
 
 __all__ = ["Handler", "Worker", "WorkerSummary", "default_worker_id"]
@@ -441,10 +443,27 @@ class Worker:
         a worker token may call over HTTP). False if it is no longer ours or the store
         refused; never raises, so that every job to give back is tried."""
         try:
-            self.repo.release(job.id, self.worker_id, attempt=job.attempt)
-            return True
+            if hasattr(self.repo, "release"):
+                self.repo.release(job.id, self.worker_id, attempt=job.attempt)
+                return True
+            return self._give_back_by_save(job)
         except (*_NOT_OURS, *_TRANSIENT):
             return False
         except HybridStoreError as exc:
             self._log.warning("job.give_back_failed", job_id=job.id, error=type(exc).__name__)
             return False
+
+    def _give_back_by_save(self, job: RemoteJob) -> bool:
+        """``release`` from the primitives, for a repository written before it existed: a
+        conditional save of ``lifecycle.release``."""
+        for _ in range(5):
+            stored = self.repo.get(job.id)
+            if stored is None:
+                return False
+            released = lifecycle.release(stored, self.worker_id, job.attempt, utcnow())
+            try:
+                self.repo.save(released, expected_version=stored.version)
+                return True
+            except VersionConflict:
+                continue  # written meanwhile (taken back?): look again
+        return False

@@ -262,3 +262,25 @@ def test_a_handler_that_exits_the_process_gives_its_job_back_first() -> None:
         Worker(repo, leave).run(burst=True)
     back = repo.get(job.id)
     assert back is not None and back.status is JobStatus.PENDING and back.retry_count == 0
+
+
+class RepositoryWithoutRelease:
+    """A repository written before ``release`` existed (every other call delegated)."""
+
+    def __init__(self, inner: MemoryJobRepository) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "release":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+def test_a_repository_without_release_still_gets_its_jobs_back() -> None:
+    inner = MemoryJobRepository()
+    jobs = [inner.add(new_job()) for _ in range(3)]
+    repo = RepositoryWithoutRelease(inner)
+    worker = Worker(repo, lambda j: worker.stop(), prefetch=3)  # type: ignore[arg-type]
+    summary = worker.run()
+    assert (summary.completed, summary.given_back, summary.lost) == (1, 2, 0)
+    assert all(inner.get(j.id).status is JobStatus.PENDING for j in jobs[1:])  # type: ignore[union-attr]
