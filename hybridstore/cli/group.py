@@ -223,10 +223,11 @@ class HybridStoreGroup(click.Group):
         except click.NoSuchOption as exc:
             if exc.option_name in _GLOBAL_OPTIONS:  # given after the command, not before
                 command = ctx.invoked_subcommand or "list"
-                exc.message += (
-                    f" ({exc.option_name} is a global option: it goes before the command,"
-                    f" as in 'hybridstore {exc.option_name} ... {command}')"
-                )
+                raise click.UsageError(
+                    f"{exc.format_message()} ({exc.option_name} is a global option: it goes"
+                    f" before the command, as in 'hybridstore {exc.option_name} ... {command}')",
+                    ctx=exc.ctx,
+                ) from None
             raise
         except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise
