@@ -41,7 +41,8 @@ import pytest
 from benchmarks.claimers import synced
 from benchmarks.conftest import BenchData
 from benchmarks.dataset import DATASET_NOW, new_job, write_store_files
-from benchmarks.test_backends import LOAD_BATCH, server_dsn, unreachable
+from benchmarks.provenance import pg_unreachable
+from benchmarks.test_backends import LOAD_BATCH, server_dsn
 from hybridstore import JobStatus, JobStore, RemoteJob
 from hybridstore.repository import JobRepository
 
@@ -119,7 +120,7 @@ class ClaimStores:
         from tests.postgres_support import schema_dsn
 
         dsn = server_dsn()
-        reason = unreachable(dsn)
+        reason = pg_unreachable(dsn)
         if reason is not None:
             if os.environ.get("HYBRIDSTORE_BENCH_REQUIRE_PG") == "1":
                 pytest.fail(f"{reason} (HYBRIDSTORE_BENCH_REQUIRE_PG=1)", pytrace=False)
