@@ -272,8 +272,8 @@ class Worker:
                     try:
                         claimed = self._claim(want)
                     except _TRANSIENT as exc:
-                        if burst:  # "until no job is ready": unknown, so say so
-                            raise
+                        if burst and isinstance(exc, BackendUnavailable):
+                            raise  # "until no job is ready": unknown, so say so
                         self._log.warning(
                             "worker.store_unavailable", error=type(exc).__name__, reason=str(exc)
                         )
