@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,3 +66,23 @@ def new_job(**fields: Any) -> RemoteJob:
 @pytest.fixture
 def make_job() -> Callable[..., RemoteJob]:
     return new_job
+
+
+def hybridstore_process(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``hybridstore ARGS`` as a real process in ``cwd``, on this checkout's package (installed
+    or not), with the environment kept but the store and token variables (``env`` adds)."""
+    environment = dict(os.environ)
+    for variable in ("HYBRIDSTORE_URL", "HYBRIDSTORE_TOKEN"):
+        environment.pop(variable, None)
+    environment.update(env)
+    root = str(Path(__file__).resolve().parents[1])
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "hybridstore.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=environment,
+        timeout=60,
+        check=False,
+    )

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from hybridstore import JobStore
 from hybridstore.cli import cli
+from tests.conftest import hybridstore_process as hybridstore
 from tests.conftest import new_job
 from tests.http_support import ADMIN_TOKEN, WORKER_TOKEN, ServerProcess
 
@@ -26,25 +27,6 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str
     result = CliRunner().invoke(cli, list(args), env=env)
     return result.exit_code, result.stdout, result.stderr
 
-
-def hybridstore(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """The command as a real process (PYTHONPATH and the rest of the environment kept)."""
-    environment = dict(os.environ)
-    for variable in ("HYBRIDSTORE_URL", "HYBRIDSTORE_TOKEN"):
-        environment.pop(variable, None)
-    environment.update(env)
-    # This checkout's package, installed or not (the process runs in another directory).
-    root = str(Path(__file__).resolve().parents[1])
-    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
-    return subprocess.run(
-        [sys.executable, "-m", "hybridstore.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=environment,
-        timeout=60,
-        check=False,
-    )
 
 
 # -- 1. copy from a data directory copies what the files say ---------------------------

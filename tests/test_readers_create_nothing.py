@@ -4,9 +4,7 @@ maintenance commands, on a data directory and on PostgreSQL."""
 from __future__ import annotations
 
 import errno
-import os
 import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -21,6 +19,7 @@ from hybridstore import (
     open_repository,
 )
 from hybridstore.cli import cli
+from tests.conftest import hybridstore_process as hybridstore
 from tests.conftest import new_job
 from tests.postgres_support import schema_dsn
 
@@ -39,21 +38,6 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str
     result = CliRunner().invoke(cli, list(args), env=env)
     return result.exit_code, result.stdout, result.stderr
 
-
-def hybridstore(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """The command as a real process (PYTHONPATH and the rest of the environment kept)."""
-    environment = {**os.environ, **env}
-    environment.pop("HYBRIDSTORE_URL", None)
-    environment.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "hybridstore.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=environment,
-        timeout=60,
-        check=False,
-    )
 
 
 # -- data directories ---------------------------------------------------------------------
