@@ -4,9 +4,10 @@ measured, and whether the PostgreSQL server can be used."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
-__all__ = ["pg_unreachable", "source_digest"]
+__all__ = ["pg_unreachable", "require_pg", "source_digest"]
 
 
 def source_digest() -> str:
@@ -37,3 +38,16 @@ def pg_unreachable(dsn: str) -> str | None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         return f"PostgreSQL at {describe_target(dsn)} is unreachable: {first}"
     return None
+
+
+def require_pg(dsn: str) -> None:
+    """Skip the calling benchmark when the server cannot be used, or fail it when
+    ``HYBRIDSTORE_BENCH_REQUIRE_PG=1`` (a full run must not silently lose the comparison)."""
+    import pytest
+
+    reason = pg_unreachable(dsn)
+    if reason is None:
+        return
+    if os.environ.get("HYBRIDSTORE_BENCH_REQUIRE_PG") == "1":
+        pytest.fail(f"{reason} (HYBRIDSTORE_BENCH_REQUIRE_PG=1)", pytrace=False)
+    pytest.skip(f"{reason}; set HYBRIDSTORE_BENCH_PG_DSN to compare the backends")

@@ -38,7 +38,7 @@ import pytest
 from benchmarks.claimers import ClaimPool, repository_claimer, restore_claimed, synced
 from benchmarks.conftest import BenchData
 from benchmarks.dataset import generate_jobs, new_job
-from benchmarks.provenance import pg_unreachable
+from benchmarks.provenance import require_pg
 from hybridstore import JobStore
 from hybridstore.repository import JobRepository
 
@@ -160,11 +160,7 @@ def _log(message: str) -> None:
 def pg(bench: BenchData) -> Iterator[PgData]:
     """The PostgreSQL side, or a skip (a failure with HYBRIDSTORE_BENCH_REQUIRE_PG=1)."""
     dsn = server_dsn()
-    reason = pg_unreachable(dsn)
-    if reason is not None:
-        if os.environ.get("HYBRIDSTORE_BENCH_REQUIRE_PG") == "1":
-            pytest.fail(f"{reason} (HYBRIDSTORE_BENCH_REQUIRE_PG=1)", pytrace=False)
-        pytest.skip(f"{reason}; set HYBRIDSTORE_BENCH_PG_DSN to compare the backends")
+    require_pg(dsn)
     data = PgData(bench, dsn)
     yield data
     data.close()

@@ -41,7 +41,7 @@ import pytest
 from benchmarks.claimers import synced
 from benchmarks.conftest import BenchData
 from benchmarks.dataset import DATASET_NOW, new_job, write_store_files
-from benchmarks.provenance import pg_unreachable
+from benchmarks.provenance import require_pg
 from benchmarks.test_backends import LOAD_BATCH, server_dsn
 from hybridstore import JobStatus, JobStore, RemoteJob
 from hybridstore.repository import JobRepository
@@ -120,11 +120,7 @@ class ClaimStores:
         from tests.postgres_support import schema_dsn
 
         dsn = server_dsn()
-        reason = pg_unreachable(dsn)
-        if reason is not None:
-            if os.environ.get("HYBRIDSTORE_BENCH_REQUIRE_PG") == "1":
-                pytest.fail(f"{reason} (HYBRIDSTORE_BENCH_REQUIRE_PG=1)", pytrace=False)
-            pytest.skip(f"{reason}; set HYBRIDSTORE_BENCH_PG_DSN to compare the backends")
+        require_pg(dsn)
         self._dsn = dsn
         schema = f"{self.run}_{delayed}"
         with psycopg.connect(dsn, autocommit=True) as conn:
