@@ -17,6 +17,7 @@ from typing import Any
 from . import lifecycle
 from .errors import JobAlreadyExists, JobNotFound
 from .journal import Change, Journal
+from .lifecycle import next_version
 from .model import RemoteJob, validate_job_id
 from .repository import ImportResult, import_action
 
@@ -55,7 +56,7 @@ class Batches:
                 if current is None:
                     raise JobNotFound(job_id)
                 new = lifecycle.complete(current, worker_id, result, attempt, now)
-                changes.append((job_id, current, _next_version(current, new)))
+                changes.append((job_id, current, next_version(current, new)))
             return _stored(self.journal.commit_many(changes, "complete"))
 
     def import_jobs(self, jobs: Iterable[RemoteJob]) -> ImportResult:
@@ -73,10 +74,6 @@ class Batches:
                 if changes:
                     self.journal.commit_many(changes, "import")
         return result
-
-
-def _next_version(current: RemoteJob, new: RemoteJob) -> RemoteJob:
-    return new.model_copy(update={"version": current.version + 1})
 
 
 def _stored(jobs: list[RemoteJob | None]) -> list[RemoteJob]:

@@ -16,6 +16,7 @@ from datetime import datetime
 from . import lifecycle
 from .errors import InvalidArgument, LockTimeout
 from .journal import Change, Journal
+from .lifecycle import next_version
 from .locks import StripeLocks
 from .logs import get_logger
 from .model import JobStatus, RemoteJob, utcnow
@@ -109,8 +110,8 @@ class Claims:
                     self._reindex_if_offered(job_id, wanted, now)
                     break  # taken since the query: the list is stale, ask again
                 try:
-                    new = lifecycle.claim(current, worker_id, lease_seconds, utcnow())
-                    new = new.model_copy(update={"version": current.version + 1})
+                    claimed = lifecycle.claim(current, worker_id, lease_seconds, utcnow())
+                    new = next_version(current, claimed)
                     new.check_storable()
                 except InvalidArgument as exc:
                     log.warning("unclaimable_job", job_id=job_id, reason=str(exc))

@@ -39,7 +39,7 @@ from pathlib import Path
 from . import rows
 from .errors import CorruptJobFile, DuplicateJob, JobTooLarge, LockTimeout, StorageError
 from .files import JobFile, Layout, fsync_dir, read_job_file, remove_file, write_many
-from .lifecycle import holds_key, moved_into
+from .lifecycle import holds_key, moved_into, next_version
 from .locks import StripeLocks
 from .logs import get_logger
 from .model import JobStatus, RemoteJob, parse_status, utcnow
@@ -478,8 +478,7 @@ class Journal:
             clear_intent(conn, job_id, token)
 
     def store_next(self, current: RemoteJob, new: RemoteJob, operation: str) -> RemoteJob:
-        new = new.model_copy(update={"version": current.version + 1})
-        stored = self.commit(current.id, current, new, operation)
+        stored = self.commit(current.id, current, next_version(current, new), operation)
         assert stored is not None
         return stored
 

@@ -56,6 +56,7 @@ __all__ = [
     "is_overdue",
     "is_ready",
     "lease_delta",
+    "next_version",
     "release",
     "requeue",
     "take_back",
@@ -325,6 +326,11 @@ def requeue(job: RemoteJob, reset_retries: bool, now: datetime) -> RemoteJob:
     if reset_retries:
         changes["retry_count"] = 0
     return job.model_copy(update=changes)
+
+
+def next_version(current: RemoteJob, new: RemoteJob) -> RemoteJob:
+    """``new`` as the write after ``current``: every stored change is the stored version + 1."""
+    return new.model_copy(update={"version": current.version + 1})
 
 
 def release(job: RemoteJob, worker_id: str, attempt: int | None, now: datetime) -> RemoteJob:

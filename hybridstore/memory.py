@@ -208,7 +208,7 @@ class MemoryJobRepository:
             current = self._jobs.get(job_id)
             if current is None:
                 raise JobNotFound(job_id)
-            new = change(current).model_copy(update={"version": current.version + 1})
+            new = lifecycle.next_version(current, change(current))
             new.check_storable()
             if not lifecycle.holds_key(current):
                 self._check_key(new)
@@ -297,7 +297,7 @@ class MemoryJobRepository:
                 if current is None:
                     raise JobNotFound(job_id)
                 new = lifecycle.complete(current, worker_id, result, attempt, now)
-                changed.append(new.model_copy(update={"version": current.version + 1}))
+                changed.append(lifecycle.next_version(current, new))
             return [self._put(job).model_copy(deep=True) for job in changed]
 
     def fail(
