@@ -36,7 +36,9 @@ Two measurements per implementation and repetition:
   the store is asked how many jobs ended finished (completed / result stored / acked).
 
 Repetitions interleave the implementations (their order rotates each repetition), so a
-change of machine load hits all of them alike; the report takes medians.
+change of machine load hits all of them alike; the report takes medians. Every enqueue
+repetition runs before the first take + finish, and the stores are removed only at the
+end (why: the comment in ``PeersRun.run``).
 
     python -m benchmarks.peers --jobs 2000 --procs 4 --reps 3 --json out.json
 
@@ -756,6 +758,12 @@ class PeersRun:
         enqueue_runs: dict[str, list[float]] = {e.key: [] for e in enq}
         take_runs: dict[str, list[dict[str, Any]]] = {t.key: [] for t in take}
         machine = machine_info(workroot)
+        # Every enqueue is measured before any take + finish, and no store is removed
+        # before the end: on ext4 without a journal (these machines' file system), each new
+        # file skips over every inode freed in the last minute or more, so a measurement that
+        # creates files after one that removed thousands would pay for those removals too.
+        # The take + finish measurements remove files themselves (a job's file moves on each
+        # claim and finish), and each pays for its own removals and for those before it.
         try:
             settings = library_settings(workroot)
             for rep in range(self.reps):
@@ -765,7 +773,7 @@ class PeersRun:
                     seconds = e.put(workdir, jobs)
                     enqueue_runs[e.key].append(self.jobs / seconds)
                     self.log(f"rep {rep + 1}: {e.label}: {self.jobs / seconds:,.0f} jobs/s")
-                    shutil.rmtree(workdir, ignore_errors=True)
+            for rep in range(self.reps):
                 for t in _rotate(take, rep):
                     workdir = workroot / f"{t.key}-{rep}"
                     workdir.mkdir()
@@ -773,7 +781,6 @@ class PeersRun:
                     take_runs[t.key].append(result)
                     self.log(f"rep {rep + 1}: {t.label}: {result['rate']:,.0f} jobs/s,"
                              f" {result['duplicates']} duplicates")
-                    shutil.rmtree(workdir, ignore_errors=True)
         finally:
             shutil.rmtree(workroot, ignore_errors=True)
         machine.update(loadavg_at_start=[round(x, 2) for x in load_before],
