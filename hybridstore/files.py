@@ -278,6 +278,12 @@ def _write_temps(
             finally:
                 if not keep:
                     os.close(fd)
+        if len(to_fsync) > 1 and (start_writeback := _start_writeback()) is not None:
+            # Start every file's write-back before waiting on the first: the disk then
+            # takes the batch's writes together instead of one round trip per fsync. A
+            # hint only (its errors surface in the fsync below), so its result is unused.
+            for fd in to_fsync:
+                start_writeback(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
         for fd, tmp in zip(to_fsync, temps, strict=False):  # to_fsync: all or none
             try:
                 os.fsync(fd)
@@ -331,6 +337,23 @@ def _syncfs(directory: str) -> Callable[[int], int] | None:
         call: Callable[[int], int] = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
         return None
+    return call
+
+
+_SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start write-back of dirty pages, do not wait
+
+
+@functools.cache
+def _start_writeback() -> Callable[[int, int, int, int], int] | None:
+    """Linux's ``sync_file_range(2)``, or None where there is none."""
+    if sys.platform != "linux":
+        return None
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    call.restype = ctypes.c_int
     return call
 
 
