@@ -5,10 +5,13 @@ Layout::
     DATA_DIR/<status>/<job id>.json   one body per job, in the directory of its status
     DATA_DIR/.locks/                  lock files (filelock)
     DATA_DIR/.quarantine/             unreadable files moved aside, each with a .reason
+    DATA_DIR/.spares/                 old copies of moved jobs, to be refilled (spares.py)
 
-A write goes to a temp file in the target directory (``.<id>.<token>.tmp``), is fsynced,
-renamed over the final name and the directory is fsynced, so a reader sees the old body or
-the new one, never a torn one. Nothing here follows a symlink or leaves the data directory.
+A write goes to a temp file in the target directory (``.<id>.<token>.tmp``) or to a rested
+spare (``spares.py``), is fsynced, renamed over the final name and the directory is
+fsynced, so a reader sees the old body or the new one, never a torn one (a reader that
+opened an old copy about to be refilled sees it change, and reads the path again).
+Nothing here follows a symlink or leaves the data directory.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pydantic import ValidationError
 
 from .errors import CorruptJobFile, StorageError, UnsupportedFileSystem
 from .model import JOB_ID_PATTERN, JobStatus, RemoteJob
+from .spares import SparePool
 
 __all__ = [
     "MAX_READ_BYTES",
@@ -154,6 +158,28 @@ def read_job_file(
     directory), unless ``moved_ok``: then such a file (moved by hand) is returned as it is.
     ``strict=False`` parses faster but lets a duplicate key through.
     """
+    # A file being replaced is renamed over, never written in place, but the old copy of
+    # a moved job may be refilled as a spare (``spares``) once it has left its directory:
+    # a body that changed while we read it is read again from the path, and a file that
+    # keeps changing has been moved away.
+    for _ in range(_READ_ATTEMPTS):
+        data, info = _read_whole(path, max_bytes)
+        if info is not None:
+            break
+    else:
+        raise FileNotFoundError(errno.ENOENT, "job file changed while being read", str(path))
+    job = parse_job(data, path, job_id) if strict else _parse_quickly(data, path, job_id)
+    if job.status is not status and not moved_ok:
+        raise CorruptJobFile(path, f"status {job.status.value!r} does not match its directory")
+    return JobFile(job, data, info.st_mtime_ns // 1000)
+
+
+_READ_ATTEMPTS = 3
+
+
+def _read_whole(path: str | Path, max_bytes: int) -> tuple[bytes, os.stat_result | None]:
+    """The bytes of the job file at ``path`` and its status, or ``(b"", None)`` if it
+    changed while being read (its ctime or size moved)."""
     try:
         fd = os.open(path, _OPEN_READ)
     except OSError as exc:
@@ -176,15 +202,14 @@ def read_job_file(
                 break
             chunks.append(chunk)
             remaining -= len(chunk)
+        after = os.fstat(fd)
     except OSError as exc:
         raise CorruptJobFile(path, f"cannot read: {exc.strerror}") from None
     finally:
         os.close(fd)
-    data = b"".join(chunks)
-    job = parse_job(data, path, job_id) if strict else _parse_quickly(data, path, job_id)
-    if job.status is not status and not moved_ok:
-        raise CorruptJobFile(path, f"status {job.status.value!r} does not match its directory")
-    return JobFile(job, data, info.st_mtime_ns // 1000)
+    if (after.st_ctime_ns, after.st_size) != (info.st_ctime_ns, info.st_size):
+        return b"", None
+    return b"".join(chunks), info
 
 
 def fsync_dir(directory: Path) -> None:
@@ -201,7 +226,9 @@ def _unlink_quietly(path: Path) -> None:
         os.unlink(path)
 
 
-def write_many(files: Sequence[tuple[Path, str, bytes]], *, durable: bool) -> None:
+def write_many(
+    files: Sequence[tuple[Path, str, bytes]], *, durable: bool, spares: SparePool | None = None
+) -> None:
     """Replace each ``directory/name`` with ``data`` atomically (and, if ``durable``,
     durably), for a batch of ``(directory, name, data)`` made durable together.
 
@@ -212,6 +239,9 @@ def write_many(files: Sequence[tuple[Path, str, bytes]], *, durable: bool) -> No
     one fsync per file (``syncfs`` also flushes other programs' writes to the same file
     system: worth it only in bulk).
 
+    With ``spares``, a body goes into a spare file when the pool has one rested
+    (``spares.SparePool``) instead of a new temp file: no inode or block to allocate.
+
     On failure nothing is retried (after a failed fsync the kernel may have dropped the
     dirty pages, so a retry could lie) and ``StorageError`` says how far the batch got:
     ``renamed`` files (the first ones) replaced their old file, or, with ``in_place``, all
@@ -219,7 +249,7 @@ def write_many(files: Sequence[tuple[Path, str, bytes]], *, durable: bool) -> No
     """
     temps: list[Path] = []
     try:
-        _write_temps(files, temps, durable)
+        _write_temps(files, temps, durable, spares)
     except StorageError:
         for tmp in temps:
             _unlink_quietly(tmp)
@@ -249,10 +279,13 @@ _SYNCFS_FILE_SYSTEMS = frozenset({"ext4", "xfs", "btrfs"})
 
 
 def _write_temps(
-    files: Sequence[tuple[Path, str, bytes]], temps: list[Path], durable: bool
+    files: Sequence[tuple[Path, str, bytes]],
+    temps: list[Path],
+    durable: bool,
+    spares: SparePool | None,
 ) -> None:
-    """Write each body to a new temp file beside its target (appended to ``temps`` as they
-    are created) and, if ``durable``, make them all durable."""
+    """Write each body to a spare or a new temp file beside its target (appended to
+    ``temps`` as they are taken) and, if ``durable``, make them all durable."""
     syncfs = _syncfs_for(files) if durable and len(files) >= SYNCFS_AT else None
     # syncfs reports the write-back errors of the file system since the descriptor it is
     # given was opened: open it before the first temp file is written.
@@ -260,11 +293,15 @@ def _write_temps(
     to_fsync: list[int] = []  # open descriptors of the temp files, when fsynced one by one
     try:
         for directory, name, data in files:
-            tmp = directory / f".{name}.{secrets.token_hex(6)}{TMP_SUFFIX}"
-            try:
-                fd = os.open(tmp, _OPEN_WRITE, 0o644)
-            except OSError as exc:
-                raise StorageError(tmp, exc) from exc
+            spare = spares.take() if spares is not None else None
+            if spare is not None:
+                tmp, fd = spare
+            else:
+                tmp = directory / f".{name}.{secrets.token_hex(6)}{TMP_SUFFIX}"
+                try:
+                    fd = os.open(tmp, _OPEN_WRITE, 0o644)
+                except OSError as exc:
+                    raise StorageError(tmp, exc) from exc
             temps.append(tmp)
             keep = durable and syncfs is None
             if keep:
@@ -273,6 +310,8 @@ def _write_temps(
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
+                if spare is not None:  # written over from its start: cut its older body
+                    os.ftruncate(fd, len(data))
             except OSError as exc:
                 raise StorageError(tmp, exc) from exc
             finally:

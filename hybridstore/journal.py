@@ -45,6 +45,7 @@ from .logs import get_logger
 from .model import JobStatus, RemoteJob, parse_status, utcnow
 from .rows import Row, row_for
 from .sidecar import Sidecar
+from .spares import SparePool
 
 __all__ = ["BUSY_RETRY_WAIT", "Change", "Journal", "clear_intent", "disown_intents"]
 
@@ -141,8 +142,11 @@ class Journal:
         max_job_bytes: int,
         read_limit: int,
         on_replaced: Callable[[], None],
+        spares: SparePool | None = None,
     ) -> None:
         self.layout = layout
+        #: Where the old copies of moved jobs go, to hold later bodies (durable stores).
+        self.spares = spares
         self.sidecar = sidecar
         self.stripes = stripes
         self.durable = durable
@@ -417,8 +421,10 @@ class Journal:
         """The file step of ``commit_many``: the new bodies, then the removal of old copies
         (a move needs no fsync of the old directory: if its unlink is lost in a power cut,
         the durable new copy has the higher version and wins the rebuild that follows every
-        reboot; a delete must be durable itself). Adds to ``touched`` the index of each job
-        whose files it changed, so that a failure can tell them from the others."""
+        reboot; a delete must be durable itself). A moved job's old copy is parked in the
+        spare pool, when there is one, rather than removed. Adds to ``touched`` the index
+        of each job whose files it changed, so that a failure can tell them from the
+        others."""
         writes = [i for i, (_, _, new, _) in enumerate(batch) if new is not None]
         try:
             write_many(
@@ -428,6 +434,7 @@ class Journal:
                     if new is not None
                 ],
                 durable=self.durable,
+                spares=self.spares,
             )
         except StorageError as exc:
             touched.update(writes if exc.in_place else writes[: exc.renamed])
@@ -438,6 +445,8 @@ class Journal:
             if current is None or (new is not None and new.status is current.status):
                 continue
             old = self.layout.job_path(current.status, job_id)
+            if new is not None and self.spares is not None and self.spares.park(old):
+                continue
             try:
                 remove_file(old, durable=False)
             except StorageError as exc:

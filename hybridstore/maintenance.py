@@ -28,6 +28,7 @@ from .model import JobStatus
 from .reports import Problem, ReindexReport, RepairReport, VerifyReport
 from .rows import Row, row_for, row_matches
 from .sidecar import FOREIGN, Sidecar
+from .spares import sweep_orphans
 
 __all__ = ["TEMP_MAX_AGE", "TEMP_SWEEP_EVERY", "Maintenance", "is_read_only"]
 
@@ -194,6 +195,7 @@ class Maintenance:
                     removed.append(str(path))
         if removed:
             log.warning("removed_dead_temp_files", count=len(removed), files=removed[:20])
+        sweep_orphans(self.layout.root)  # the spare files of processes that are gone
 
     def rebuild(
         self, progress: ProgressCallback | None, *, explicit: bool = False

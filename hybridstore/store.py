@@ -64,6 +64,7 @@ from .repository import (
 )
 from .rows import parse_bodies, to_us
 from .sidecar import SIDECAR_NAME, Sidecar
+from .spares import SparePool
 
 __all__ = ["DEFAULT_MAX_JOB_BYTES", "JobStore"]
 
@@ -122,6 +123,8 @@ class JobStore:
         if not self.read_only:
             self.layout.create()
         self._stripes = StripeLocks.of(self.layout.locks, self)
+        # Only durable moves park old copies: a spare is refilled once its leaving is durable.
+        self._spares = SparePool.of(self.data_dir, self) if durable and not self.read_only else None
         # One sidecar connection per process and directory, whatever the number of stores.
         self._sidecar = Sidecar.shared(
             self.data_dir / SIDECAR_NAME, self, gate=self.layout.lock_path(".sidecar-writes")
@@ -138,6 +141,7 @@ class JobStore:
             max_job_bytes=max_job_bytes,
             read_limit=self._read_limit,
             on_replaced=self._ready,
+            spares=self._spares,
         )
         self.journal.takes_in_moves = create and not self.read_only
         self._maintenance = Maintenance(
@@ -205,6 +209,8 @@ class JobStore:
             self._closed = True
             self._sidecar.release(self, before_close=self.journal.flush)
             self._stripes.release(self)
+            if self._spares is not None:
+                self._spares.release(self)
 
     def __enter__(self) -> JobStore:
         return self

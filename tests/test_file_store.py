@@ -337,6 +337,8 @@ def test_an_interrupted_write_is_repaired_on_the_next_open(
         raise SystemExit("killed between the rename and the unlink of the old file")
 
     monkeypatch.setattr(store_module, "remove_file", crash)
+    assert store.journal.spares is not None
+    monkeypatch.setattr(store.journal.spares, "park", crash)  # nor parked as a spare
     with pytest.raises(SystemExit):
         store.claim_next("w")
     monkeypatch.undo()
@@ -572,6 +574,9 @@ def test_a_failed_unlink_after_the_new_body_is_written_says_so(
         raise StorageError(path, OSError(errno.EIO, "Input/output error"))
 
     monkeypatch.setattr(store_module, "remove_file", failing_remove)
+    assert store.journal.spares is not None
+    # The spare pool cannot take the old copy (full, or gone): it is removed, and that fails.
+    monkeypatch.setattr(store.journal.spares, "park", lambda path: False)
     with pytest.raises(StorageError) as caught:
         store.claim_next("w")
     assert caught.value.in_place  # the new body is in place: not "nothing changed"

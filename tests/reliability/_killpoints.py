@@ -1,8 +1,9 @@
 """The kill-point machinery: run a workload in a child process that SIGKILLs itself at
 its k-th file-system call or SQL statement, and the model of what each step must leave.
 
-Instrumented calls (patched in the child only): ``os.open``, ``os.write``, ``os.fsync``,
-``os.replace``, ``os.rename``, ``os.unlink``, ``os.mkdir``, ``io.open`` (used by
+Instrumented calls (patched in the child only): ``os.open``, ``os.write``,
+``os.ftruncate``, ``os.fsync``, ``os.replace``, ``os.rename``, ``os.unlink``, ``os.mkdir``,
+``io.open`` (used by
 ``Path.write_text``) and every ``execute``/``executemany`` of the sidecar's SQLite
 connection (a ``sqlite3.Connection`` subclass given as ``factory=``). A kill "at" a call
 happens just before it runs, so the state after call k-1 is what survives; for
@@ -24,7 +25,7 @@ from typing import Any
 from hybridstore import JobStatus, JobStore, RemoteJob
 from tests.conftest import T0
 
-FS_CALLS = ("open", "write", "fsync", "replace", "rename", "unlink", "mkdir")
+FS_CALLS = ("open", "write", "ftruncate", "fsync", "replace", "rename", "unlink", "mkdir")
 _ORIG = {name: getattr(os, name) for name in FS_CALLS}
 _ORIG_IO_OPEN = io.open
 _ORIG_CONNECT = sqlite3.connect
@@ -181,8 +182,13 @@ SYNCFS_AT = 8
 
 def _install(killer: _Killer) -> None:
     import hybridstore.files
+    import hybridstore.spares
 
     hybridstore.files.SYNCFS_AT = SYNCFS_AT
+    # Spares are refilled at once, so that every move after the first refills the old copy
+    # an earlier step parked: the kill points cover parking, refilling and its fsyncs.
+    hybridstore.spares.REST_SECONDS = 0.0
+
     def wrap(name: str) -> Any:
         orig = _ORIG[name]
 

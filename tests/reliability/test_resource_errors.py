@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 import hybridstore.files as files_module
+import hybridstore.spares as spares_module
 from hybridstore import (
     HybridStoreError,
     JobStatus,
@@ -33,6 +34,14 @@ from hybridstore import (
 from hybridstore.store import DEFAULT_MAX_JOB_BYTES
 
 from ._support import assert_consistent, make_job, snapshot, temp_files
+
+
+@pytest.fixture(autouse=True)
+def _no_spares(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The faults here are injected into the file layer's own calls (``files.os``): old
+    # copies are removed and bodies go to new temp files, as in a store with no spare
+    # (tests/reliability/test_spares.py covers the pool).
+    monkeypatch.setattr(spares_module, "CAPACITY", 0)
 
 
 def _tree(data_dir: Path) -> dict[str, tuple[Any, ...]]:
@@ -327,9 +336,9 @@ def test_add_many_whose_file_step_fails_leaves_no_ghost_row(
 
     real = journal_module.write_many
 
-    def failing_second(files: list[tuple[Path, str, bytes]], *, durable: bool) -> None:
+    def failing_second(files: list[tuple[Path, str, bytes]], **options: Any) -> None:
         # As ``write_many`` fails when the second rename does: the first is in place.
-        real(files[:1], durable=durable)
+        real(files[:1], **options)
         directory, name, _ = files[1]
         error = OSError(errno.ENOSPC, "No space left")
         raise StorageError(directory / name, error, renamed=1)

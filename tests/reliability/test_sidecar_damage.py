@@ -12,6 +12,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -240,11 +241,11 @@ def test_write_racing_a_sidecar_deletion_and_rebuild_is_not_hidden(
     store = JobStore(data_dir)
     original = store_module.write_many
 
-    def racing(files: list[tuple[Path, str, bytes]], *, durable: bool) -> None:
+    def racing(files: list[tuple[Path, str, bytes]], **options: Any) -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{_sidecar(data_dir)}{suffix}").unlink(missing_ok=True)
         JobStore(data_dir).close()  # "another process" rebuilds: the job is not there yet
-        original(files, durable=durable)
+        original(files, **options)
 
     monkeypatch.setattr(store_module, "write_many", racing)
     added = store.add(make_job("raced"))
