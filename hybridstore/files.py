@@ -179,7 +179,7 @@ _READ_ATTEMPTS = 3
 
 def _read_whole(path: str | Path, max_bytes: int) -> tuple[bytes, os.stat_result | None]:
     """The bytes of the job file at ``path`` and its status, or ``(b"", None)`` if it
-    changed while being read (its ctime or size moved)."""
+    changed while being read (its ctime or size moved) or is no longer at ``path``."""
     try:
         fd = os.open(path, _OPEN_READ)
     except OSError as exc:
@@ -208,6 +208,14 @@ def _read_whole(path: str | Path, max_bytes: int) -> tuple[bytes, os.stat_result
     finally:
         os.close(fd)
     if (after.st_ctime_ns, after.st_size) != (info.st_ctime_ns, info.st_size):
+        return b"", None
+    # And the path still names what was read: a reader stalled between its open and its
+    # first fstat may hold an old copy that was parked, refilled and renamed elsewhere.
+    try:
+        now = os.lstat(path)
+    except FileNotFoundError:
+        return b"", None
+    if (now.st_ino, now.st_dev) != (info.st_ino, info.st_dev):
         return b"", None
     return b"".join(chunks), info
 
@@ -249,7 +257,7 @@ def write_many(
     """
     temps: list[Path] = []
     try:
-        _write_temps(files, temps, durable, spares)
+        pools = _write_temps(files, temps, durable, spares)
     except StorageError:
         for tmp in temps:
             _unlink_quietly(tmp)
@@ -262,7 +270,9 @@ def write_many(
                 _unlink_quietly(left)
             raise StorageError(directory / name, exc, renamed=done) from exc
     if durable:
-        for directory in dict.fromkeys(directory for directory, _, _ in files):
+        # The directories refilled spares left first: on a file system without a journal,
+        # a spare's new name must not reach the disk while its old one may still be there.
+        for directory in [*pools, *dict.fromkeys(directory for directory, _, _ in files)]:
             try:
                 fsync_dir(directory)
             except OSError as exc:
@@ -283,19 +293,22 @@ def _write_temps(
     temps: list[Path],
     durable: bool,
     spares: SparePool | None,
-) -> None:
+) -> list[Path]:
     """Write each body to a spare or a new temp file beside its target (appended to
-    ``temps`` as they are taken) and, if ``durable``, make them all durable."""
+    ``temps`` as they are taken) and, if ``durable``, make them all durable. Returns the
+    directories the spares it took are in."""
     syncfs = _syncfs_for(files) if durable and len(files) >= SYNCFS_AT else None
     # syncfs reports the write-back errors of the file system since the descriptor it is
     # given was opened: open it before the first temp file is written.
     fs_fd = _open_directory(files[0][0]) if syncfs is not None else -1
     to_fsync: list[int] = []  # open descriptors of the temp files, when fsynced one by one
+    left: dict[Path, None] = {}
     try:
         for directory, name, data in files:
             spare = spares.take() if spares is not None else None
             if spare is not None:
                 tmp, fd = spare
+                left[tmp.parent] = None
             else:
                 tmp = directory / f".{name}.{secrets.token_hex(6)}{TMP_SUFFIX}"
                 try:
@@ -336,6 +349,7 @@ def _write_temps(
             os.close(fd)
         if fs_fd >= 0:
             os.close(fs_fd)
+    return list(left)
 
 
 def _open_directory(path: Path) -> int:

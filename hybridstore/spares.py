@@ -55,7 +55,9 @@ CAPACITY = 1024
 #: reader's before-and-after ctime tells a refill from the copy it opened.
 REST_SECONDS = 0.25
 
-_OPEN_SPARE = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO put in a spare's place is refused, not waited on (a regular file
+# ignores the flag).
+_OPEN_SPARE = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -106,8 +108,8 @@ class SparePool:
         with self._lock:
             self._usable = False
             self._resting.clear()
-            if self._dir is not None and self._pid == os.getpid():
-                _remove_pool(self._dir)
+            if self._dir is not None and self._fd >= 0 and self._pid == os.getpid():
+                _remove_pool(self._fd, self._dir)
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
@@ -173,6 +175,8 @@ class SparePool:
         directory = parent / f"{os.getpid()}-{secrets.token_hex(4)}"
         try:
             parent.mkdir(exist_ok=True)
+            if not stat.S_ISDIR(os.lstat(parent).st_mode):  # a link: it would lead out
+                return None
             directory.mkdir()
             fd = os.open(directory, _OPEN_DIR)
         except OSError:
@@ -227,12 +231,25 @@ def _unlink_quietly(path: Path) -> None:
         os.unlink(path)
 
 
-def _remove_pool(directory: Path) -> None:
+def _remove_pool(fd: int, directory: Path) -> None:
+    """Remove the files of the pool open as ``fd``, then the pool if ``directory`` still
+    names it. Everything goes through the descriptor: a pool swapped for a link meanwhile
+    leads nowhere outside. A file with another link is left (after a power cut on a file
+    system without a journal, a refilled spare may still be named here too)."""
     with contextlib.suppress(OSError):
-        for entry in os.scandir(directory):
+        for entry in os.scandir(fd):
             with contextlib.suppress(OSError):
-                os.unlink(entry.path)
-        directory.rmdir()
+                if os.stat(entry.name, dir_fd=fd, follow_symlinks=False).st_nlink == 1:
+                    os.unlink(entry.name, dir_fd=fd)
+    with contextlib.suppress(OSError):
+        parent = os.open(directory.parent, _OPEN_DIR)
+        try:
+            named = os.stat(directory.name, dir_fd=parent, follow_symlinks=False)
+            mine = os.fstat(fd)
+            if (named.st_ino, named.st_dev) == (mine.st_ino, mine.st_dev):
+                os.rmdir(directory.name, dir_fd=parent)
+        finally:
+            os.close(parent)
 
 
 def sweep_orphans(root: Path) -> int:
@@ -253,7 +270,7 @@ def sweep_orphans(root: Path) -> int:
             os.close(fd)
             continue  # in use
         try:
-            _remove_pool(Path(entry.path))
+            _remove_pool(fd, Path(entry.path))
             removed += 1
         finally:
             os.close(fd)

@@ -3,9 +3,11 @@ and removing files, and no reader, crash or second process can tell (``spares.py
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -189,3 +191,95 @@ def test_a_reader_reads_again_a_file_that_changes_under_it(
     monkeypatch.setattr(os, "read", always_changing)
     with pytest.raises(FileNotFoundError, match="changed while being read"):
         read_job_file(path, files.MAX_READ_BYTES, job.id, JobStatus.PENDING)
+
+
+def test_a_reader_holding_an_old_copy_refilled_under_another_name_never_parses_it(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with JobStore(data_dir) as store:
+        a, b = store.add(new_job()), store.add(new_job())
+        path = str(data_dir / "pending" / f"{a.id}.json")
+        real_open = os.open
+        armed = [True]
+
+        def open_then_refill(file: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+            fd = real_open(file, flags, *args, **kwargs)
+            if armed[0] and os.fspath(file) == path:
+                armed[0] = False
+                # Before the reader's first look at what it opened: A is claimed (its
+                # pending copy parked), and B's claim refills that copy with B's body and
+                # renames it to processing/B.json.
+                assert store.claim_next("w", lease_seconds=60) == store.get(a.id)
+                assert store.claim_next("w", lease_seconds=60) == store.get(b.id)
+                assert (
+                    os.fstat(fd).st_ino == os.stat(data_dir / "processing" / f"{b.id}.json").st_ino
+                )
+            return fd
+
+        monkeypatch.setattr(os, "open", open_then_refill)
+        got = store.get(a.id)  # opens A's old copy: it sees the path moved, and looks again
+        assert got is not None and got.id == a.id and got.status is JobStatus.PROCESSING
+
+
+def test_a_spare_is_not_refilled_before_it_has_rested(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spares, "REST_SECONDS", 60.0)
+    with JobStore(data_dir) as store:
+        store.add(new_job())
+        pending = set(_inodes(data_dir, "pending").values())
+        job = store.claim_next("w", lease_seconds=60)
+        assert job is not None
+        store.complete(job.id, "w", {})
+        assert not set(_inodes(data_dir, "completed").values()) & pending
+        assert len(list(_pools(data_dir)[0].iterdir())) == 2  # both old copies resting
+
+
+def test_a_full_pool_removes_old_copies(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spares, "CAPACITY", 2)
+    with JobStore(data_dir) as store:
+        for _ in range(4):
+            store.add(new_job())
+        assert len(store.claim_many("w", 4, lease_seconds=60)) == 4
+        assert len(list(_pools(data_dir)[0].iterdir())) == 2
+        assert store.count(status="processing") == 4 and store.verify().ok
+
+
+def test_the_directory_a_spare_left_is_made_durable_before_its_new_one(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without a journal, the disk could otherwise hold the refilled inode under both names.
+    synced: list[str] = []
+    real = files.fsync_dir
+    monkeypatch.setattr(files, "fsync_dir", lambda d: (synced.append(Path(d).name), real(d)))
+    with JobStore(data_dir) as store:
+        store.add(new_job())
+        job = store.claim_next("w", lease_seconds=60)
+        assert job is not None
+        synced.clear()
+        store.complete(job.id, "w", {})  # refills the pending copy the claim parked
+        pool = _pools(data_dir)[0].name
+        assert synced.index(pool) < synced.index("completed")
+
+
+def test_a_sweep_never_follows_a_pool_swapped_for_a_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "data"
+    pool = root / POOL_DIR / "999-gone"
+    pool.mkdir(parents=True)
+    (pool / "spare").write_text("old body")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious").write_text("keep me")
+    real_flock = fcntl.flock
+
+    def flock_then_swap(fd: int, operation: int) -> None:
+        real_flock(fd, operation)
+        os.rename(pool, tmp_path / "moved-away")  # someone swaps the pool for a link
+        os.symlink(elsewhere, pool)
+
+    monkeypatch.setattr(fcntl, "flock", flock_then_swap)
+    spares.sweep_orphans(root)
+    assert (elsewhere / "precious").read_text() == "keep me"
+    assert not (tmp_path / "moved-away" / "spare").exists()  # the pool it locked was emptied
