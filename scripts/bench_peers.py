@@ -184,7 +184,9 @@ def machine(data: dict[str, Any]) -> str:
         + f". {p['jobs']:,} jobs of {p['payload_bytes']:,} bytes of JSON each, the same jobs"
         f" for every implementation; {p['procs']} worker processes; every figure is the"
         f" median of {p['reps']} repetitions within this one run (the implementations"
-        f" interleaved), and the duplicates column gives every repetition's count."
+        f" interleaved; every enqueue before the first take + finish, and no store removed"
+        f" before the end: `PeersRun.run` says why), and the duplicates column gives every"
+        f" repetition's count."
         f" The whole run took {data['run_seconds']:,.0f} s."
     )
     spreads = [max(runs) / min(runs) for section in ("enqueue", "take_finish")
