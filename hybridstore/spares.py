@@ -18,7 +18,8 @@ What keeps this safe:
 * **A spare rests** ``REST_SECONDS`` before it is refilled, and is refilled only if it is
   still a regular file with one link. A reader that opened the old copy just before it
   was parked never parses a body being rewritten: ``files.read_job_file`` compares the
-  file's ctime and size before and after it reads.
+  file's ctime and size before and after it reads, and checks that its path still names
+  the file it read.
 * **One pool per process and data directory** (``.spares/<pid>-<token>/``), held with an
   flock for as long as the process uses it. A pool whose flock is free belongs to a
   process that is gone: the next writer's sweep removes it (``sweep_orphans``). A forked
@@ -76,8 +77,8 @@ class SparePool:
         self._dir: Path | None = None  # created at the first park
         self._fd = -1  # the pool directory, flocked while in use
         self._usable = True
-        self._parked = 0  # files in the pool
-        # (when parked, where it is, the directory it left), oldest first
+        # Every file in the pool: (when parked, where it is, the directory it left), oldest
+        # first.
         self._resting: collections.deque[tuple[float, Path, Path]] = collections.deque()
         # when the last fsync of each directory spares left began
         self._synced: dict[Path, float] = {}
@@ -118,7 +119,7 @@ class SparePool:
         """Move ``path`` (the old copy of a moved job, whose new copy is durable) into the
         pool; False if the pool cannot take it (the caller then removes it)."""
         with self._lock:
-            if not self._usable or self._pid != os.getpid() or self._parked >= CAPACITY:
+            if not self._usable or self._pid != os.getpid() or len(self._resting) >= CAPACITY:
                 return False
             directory = self._dir if self._dir is not None else self._open()
             if directory is None:
@@ -129,7 +130,6 @@ class SparePool:
                 os.rename(path, target)
             except OSError:
                 return False
-            self._parked += 1
             self._resting.append((parked_at, target, path.parent))
             return True
 
@@ -146,7 +146,6 @@ class SparePool:
             ready = time.monotonic() - REST_SECONDS
             while self._resting and self._resting[0][0] <= ready:
                 parked_at, path, source = self._resting.popleft()
-                self._parked -= 1
                 if self._synced.get(source, -1.0) < parked_at and not self._sync(source):
                     _unlink_quietly(path)
                     continue
