@@ -68,8 +68,8 @@ def make_job() -> Callable[..., RemoteJob]:
     return new_job
 
 
-def hybridstore_process(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """``hybridstore ARGS`` as a real process in ``cwd``, on this checkout's package (installed
+def python_process(*argv: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python ARGV`` as a real process in ``cwd``, on this checkout's package (installed
     or not), with the environment kept but the store and token variables (``env`` adds)."""
     environment = dict(os.environ)
     for variable in ("HYBRIDSTORE_URL", "HYBRIDSTORE_TOKEN"):
@@ -78,7 +78,7 @@ def hybridstore_process(*args: str, cwd: Path, **env: str) -> subprocess.Complet
     root = str(Path(__file__).resolve().parents[1])
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     return subprocess.run(
-        [sys.executable, "-m", "hybridstore.cli", *args],
+        [sys.executable, *argv],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -86,3 +86,8 @@ def hybridstore_process(*args: str, cwd: Path, **env: str) -> subprocess.Complet
         timeout=60,
         check=False,
     )
+
+
+def hybridstore_process(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``hybridstore ARGS`` as a real process (``python_process``)."""
+    return python_process("-m", "hybridstore.cli", *args, cwd=cwd, **env)

@@ -4,30 +4,18 @@ application's), and not the command line's, whose --json answers stay clean JSON
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from hybridstore import JobStore
-from tests.conftest import new_job
+from tests.conftest import new_job, python_process
 
 
 def python(code: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    environment = dict(os.environ)
-    environment.pop("HYBRIDSTORE_URL", None)
-    return subprocess.run(
-        [sys.executable, *(["-c", textwrap.dedent(code)] if code else []), *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=environment,
-        timeout=60,
-        check=False,
-    )
+    return python_process(*(["-c", textwrap.dedent(code)] if code else []), *args, cwd=cwd)
 
 
 def spoil_sidecar(data: Path) -> None:
@@ -66,7 +54,7 @@ def test_an_unconfigured_library_drops_quieter_events(tmp_path: Path) -> None:
         """
         import sys
         from hybridstore import JobStore, Worker
-        from tests.conftest import new_job
+        from tests.conftest import new_job, python_process
         with JobStore(sys.argv[1]) as store:
             store.add(new_job(id="job-1"))
             print(Worker(store, lambda job: None).run(burst=True).completed)
