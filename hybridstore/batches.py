@@ -37,8 +37,9 @@ class Batches:
         """Store new jobs (ids checked and distinct, versions set), all or none:
         ``JobAlreadyExists`` for a stored id, ``DuplicateJob`` for a held key."""
         with self.journal.lock_all(job.id for job in batch):
-            for job in batch:
-                if self.journal.load_locked(job.id) is not None:
+            currents = self.journal.load_many_locked([job.id for job in batch])
+            for job, current in zip(batch, currents, strict=True):
+                if current is not None:
                     raise JobAlreadyExists(job.id)
             return _stored(self.journal.commit_many([(job.id, None, job) for job in batch], "add"))
 
@@ -51,8 +52,8 @@ class Batches:
         """``complete_many``'s (job id, result, attempt), ids checked, all or none."""
         with self.journal.lock_all(job_id for job_id, _, _ in batch):
             changes: list[Change] = []
-            for job_id, result, attempt in batch:
-                current = self.journal.load_locked(job_id)
+            currents = self.journal.load_many_locked([job_id for job_id, _, _ in batch])
+            for (job_id, result, attempt), current in zip(batch, currents, strict=True):
                 if current is None:
                     raise JobNotFound(job_id)
                 new = lifecycle.complete(current, worker_id, result, attempt, now)
@@ -65,8 +66,8 @@ class Batches:
         for chunk in _chunks(jobs, IMPORT_CHUNK):
             with self.journal.lock_all(job.id for job in chunk):
                 changes: list[Change] = []
-                for job in chunk:
-                    current = self.journal.load_locked(job.id)
+                currents = self.journal.load_many_locked([job.id for job in chunk])
+                for job, current in zip(chunk, currents, strict=True):
                     action = import_action(current, job)
                     if action in ("insert", "replace"):
                         changes.append((job.id, current, job))

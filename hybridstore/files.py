@@ -127,13 +127,14 @@ class JobFile(NamedTuple):
     mtime_us: int
 
 
-def _parse_quickly(data: bytes, path: object, job_id: str) -> RemoteJob:
+def _parse_quickly(data: bytes, path: object, job_id: str, *, known: bool = False) -> RemoteJob:
     """``parse_job`` in one pass of pydantic's JSON parser, for point reads: it refuses the
     same bodies except that a duplicate key is not noticed (the last one wins), which
     ``verify`` and ``reindex`` (strict) still report. A refused body is parsed again
-    strictly, so the error explains it the same way."""
+    strictly, so the error explains it the same way. A ``known`` body passed every check
+    before: its JSON values are not walked again (``RemoteJob.from_json``)."""
     try:
-        job = RemoteJob.model_validate_json(data)
+        job = RemoteJob.from_json(data) if known else RemoteJob.model_validate_json(data)
     except ValueError:
         return parse_job(data, path, job_id)
     if job.id != job_id:
@@ -149,6 +150,7 @@ def read_job_file(
     *,
     strict: bool = True,
     moved_ok: bool = False,
+    known: bytes | None = None,
 ) -> JobFile:
     """Read and strictly parse one job file.
 
@@ -156,7 +158,9 @@ def read_job_file(
     file is ``CorruptJobFile``, never followed or waited on; so is a file larger than
     ``max_bytes``, one whose id is not ``job_id`` or whose status is not ``status`` (its
     directory), unless ``moved_ok``: then such a file (moved by hand) is returned as it is.
-    ``strict=False`` parses faster but lets a duplicate key through.
+    ``strict=False`` parses faster but lets a duplicate key through. ``known`` is a body
+    that passed every check before (the sidecar's copy of the job): a file of exactly those
+    bytes is parsed the fast way, since the strict parse could not refuse it.
     """
     # A file being replaced is renamed over, never written in place, but the old copy of
     # a moved job may be refilled as a spare (``spares``) once it has left its directory:
@@ -168,7 +172,12 @@ def read_job_file(
             break
     else:
         raise FileNotFoundError(errno.ENOENT, "job file changed while being read", str(path))
-    job = parse_job(data, path, job_id) if strict else _parse_quickly(data, path, job_id)
+    if data == known:
+        job = _parse_quickly(data, path, job_id, known=True)
+    elif strict:
+        job = parse_job(data, path, job_id)
+    else:
+        job = _parse_quickly(data, path, job_id)
     if job.status is not status and not moved_ok:
         raise CorruptJobFile(path, f"status {job.status.value!r} does not match its directory")
     return JobFile(job, data, info.st_mtime_ns // 1000)

@@ -345,6 +345,28 @@ def test_a_file_corrupted_after_indexing_blocks_no_batch_call(data_dir: Path) ->
         assert store.verify().ok
 
 
+def test_an_indexed_file_edited_into_a_duplicate_key_is_still_refused(data_dir: Path) -> None:
+    """A write reads its job the fast way only when the file holds exactly the body its
+    row keeps: a file that gained a duplicate key by hand since is parsed strictly, and
+    refused, by every path that writes (here: a complete, a batch complete, a claim)."""
+    with JobStore(data_dir) as store:
+        for job_id in ("a", "b", "c"):
+            store.add(make_job(job_id))
+        for job_id in ("a", "b"):
+            claimed = store.claim_next("w")
+            assert claimed is not None and claimed.id == job_id
+        for status, job_id in (("processing", "a"), ("processing", "b"), ("pending", "c")):
+            path = data_dir / status / f"{job_id}.json"
+            # Still valid to a lenient parser: the last "status" repeats the first.
+            path.write_bytes(path.read_bytes()[:-1] + f', "status": "{status}"}}'.encode())
+        with pytest.raises(CorruptJobFile, match="duplicate key"):
+            store.complete("a", "w")
+        with pytest.raises(CorruptJobFile, match="duplicate key"):
+            store.complete_many("w", {"b": None})
+        assert store.claim_next("w") is None  # c is skipped as unreadable
+        assert {p.job_id for p in store.verify().drift} == {"a", "b", "c"}
+
+
 @pytest.mark.parametrize("fields", list(OUT_OF_RANGE.values()), ids=list(OUT_OF_RANGE))
 def test_an_out_of_range_value_blocks_no_path(data_dir: Path, fields: dict[str, Any]) -> None:
     """Found by an outside attack: a timestamp that overflows in UTC or a counter past 64
