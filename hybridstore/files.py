@@ -229,7 +229,7 @@ def _read_whole(path: str | Path, max_bytes: int) -> tuple[bytes, os.stat_result
     return b"".join(chunks), info
 
 
-def fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: str | Path) -> None:
     """Make a directory's entries (a rename, an unlink) durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -238,13 +238,16 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _unlink_quietly(path: Path) -> None:
+def _unlink_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
 
 
 def write_many(
-    files: Sequence[tuple[Path, str, bytes]], *, durable: bool, spares: SparePool | None = None
+    files: Sequence[tuple[str | Path, str, bytes]],
+    *,
+    durable: bool,
+    spares: SparePool | None = None,
 ) -> None:
     """Replace each ``directory/name`` with ``data`` atomically (and, if ``durable``,
     durably), for a batch of ``(directory, name, data)`` made durable together.
@@ -264,7 +267,9 @@ def write_many(
     ``renamed`` files (the first ones) replaced their old file, or, with ``in_place``, all
     of them did but may not be durable. The temp files not renamed are removed.
     """
-    temps: list[Path] = []
+    # Paths as plain strings: a batch builds several per file, and a Path costs more to
+    # build than the rename it names.
+    temps: list[str] = []
     try:
         pools = _write_temps(files, temps, durable, spares)
     except StorageError:
@@ -272,12 +277,13 @@ def write_many(
             _unlink_quietly(tmp)
         raise
     for done, ((directory, name, _), tmp) in enumerate(zip(files, temps, strict=True)):
+        target = f"{directory}/{name}"
         try:
-            os.replace(tmp, directory / name)
+            os.replace(tmp, target)
         except OSError as exc:
             for left in temps[done:]:
                 _unlink_quietly(left)
-            raise StorageError(directory / name, exc, renamed=done) from exc
+            raise StorageError(target, exc, renamed=done) from exc
     if durable:
         # The directories refilled spares left first: on a file system without a journal,
         # a spare's new name must not reach the disk while its old one may still be there.
@@ -298,11 +304,11 @@ _SYNCFS_FILE_SYSTEMS = frozenset({"ext4", "xfs", "btrfs"})
 
 
 def _write_temps(
-    files: Sequence[tuple[Path, str, bytes]],
-    temps: list[Path],
+    files: Sequence[tuple[str | Path, str, bytes]],
+    temps: list[str],
     durable: bool,
     spares: SparePool | None,
-) -> list[Path]:
+) -> list[str]:
     """Write each body to a spare or a new temp file beside its target (appended to
     ``temps`` as they are taken) and, if ``durable``, make them all durable. Returns the
     directories the spares it took are in."""
@@ -311,15 +317,15 @@ def _write_temps(
     # given was opened: open it before the first temp file is written.
     fs_fd = _open_directory(files[0][0]) if syncfs is not None else -1
     to_fsync: list[int] = []  # open descriptors of the temp files, when fsynced one by one
-    left: dict[Path, None] = {}
+    left: dict[str, None] = {}
     try:
         for directory, name, data in files:
             spare = spares.take() if spares is not None else None
             if spare is not None:
-                tmp, fd = spare
-                left[tmp.parent] = None
+                tmp, fd, pool = spare
+                left[pool] = None
             else:
-                tmp = directory / f".{name}.{secrets.token_hex(6)}{TMP_SUFFIX}"
+                tmp = f"{directory}/.{name}.{secrets.token_hex(6)}{TMP_SUFFIX}"
                 try:
                     fd = os.open(tmp, _OPEN_WRITE, 0o644)
                 except OSError as exc:
@@ -361,14 +367,14 @@ def _write_temps(
     return list(left)
 
 
-def _open_directory(path: Path) -> int:
+def _open_directory(path: str | Path) -> int:
     try:
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         raise StorageError(path, exc) from exc
 
 
-def _syncfs_for(files: Sequence[tuple[Path, str, bytes]]) -> Callable[[int], int] | None:
+def _syncfs_for(files: Sequence[tuple[str | Path, str, bytes]]) -> Callable[[int], int] | None:
     """``syncfs`` for the file system of a batch's directories, or None where one flush of
     it is not known to make the batch durable with every error reported: the directories
     on more than one file system, a file system not in ``_SYNCFS_FILE_SYSTEMS``, or a
@@ -419,7 +425,7 @@ def _start_writeback() -> Callable[[int, int, int, int], int] | None:
     return call
 
 
-def remove_file(path: Path, *, durable: bool) -> bool:
+def remove_file(path: str | Path, *, durable: bool) -> bool:
     """Unlink ``path`` (and fsync its directory); False if it was not there."""
     try:
         os.unlink(path)
@@ -428,10 +434,11 @@ def remove_file(path: Path, *, durable: bool) -> bool:
     except OSError as exc:
         raise StorageError(path, exc) from exc
     if durable:
+        directory = os.path.dirname(path)
         try:
-            fsync_dir(path.parent)
+            fsync_dir(directory)
         except OSError as exc:
-            raise StorageError(path.parent, exc, in_place=True) from exc
+            raise StorageError(directory, exc, in_place=True) from exc
     return True
 
 
@@ -531,6 +538,10 @@ class Layout:
 
     def status_dir(self, status: JobStatus) -> Path:
         return self.root / status.value
+
+    def status_dir_name(self, status: JobStatus) -> str:
+        """``status_dir`` as a string, for the write path."""
+        return self._dirs[status]
 
     def job_path(self, status: JobStatus, job_id: str) -> Path:
         return self.root / status.value / f"{job_id}{JOB_SUFFIX}"

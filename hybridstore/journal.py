@@ -39,7 +39,15 @@ from pathlib import Path
 
 from . import rows
 from .errors import CorruptJobFile, DuplicateJob, JobTooLarge, LockTimeout, StorageError
-from .files import JobFile, Layout, fsync_dir, read_job_file, remove_file, write_many
+from .files import (
+    JOB_SUFFIX,
+    JobFile,
+    Layout,
+    fsync_dir,
+    read_job_file,
+    remove_file,
+    write_many,
+)
 from .lifecycle import holds_key, moved_into, next_version
 from .locks import StripeLocks
 from .logs import get_logger
@@ -468,7 +476,7 @@ class Journal:
         try:
             write_many(
                 [
-                    (self.layout.status_dir(new.status), f"{job_id}.json", body)
+                    (self.layout.status_dir_name(new.status), f"{job_id}{JOB_SUFFIX}", body)
                     for job_id, _, new, body in batch
                     if new is not None
                 ],
@@ -479,11 +487,11 @@ class Journal:
             touched.update(writes if exc.in_place else writes[: exc.renamed])
             raise
         touched.update(writes)
-        deleted: dict[Path, None] = {}
+        deleted: dict[str, None] = {}
         for i, (job_id, current, new, _) in enumerate(batch):
             if current is None or (new is not None and new.status is current.status):
                 continue
-            old = self.layout.job_path(current.status, job_id)
+            old = self.layout.job_file(current.status, job_id)
             if new is not None and self.spares is not None and self.spares.park(old):
                 continue
             try:
@@ -494,7 +502,7 @@ class Journal:
                 raise
             if new is None:
                 touched.add(i)
-                deleted[old.parent] = None
+                deleted[os.path.dirname(old)] = None
         if self.durable:
             for directory in deleted:
                 try:

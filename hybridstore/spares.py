@@ -75,13 +75,14 @@ class SparePool:
         self._users: set[int] = set()
         self._lock = threading.Lock()
         self._dir: Path | None = None  # created at the first park
+        self._dir_name = ""  # the same, as a string: the hot path builds no Path
         self._fd = -1  # the pool directory, flocked while in use
         self._usable = True
         # Every file in the pool: (when parked, where it is, the directory it left), oldest
         # first.
-        self._resting: collections.deque[tuple[float, Path, Path]] = collections.deque()
+        self._resting: collections.deque[tuple[float, str, str]] = collections.deque()
         # when the last fsync of each directory spares left began
-        self._synced: dict[Path, float] = {}
+        self._synced: dict[str, float] = {}
 
     @classmethod
     def of(cls, root: Path, user: object) -> SparePool:
@@ -115,27 +116,27 @@ class SparePool:
                 os.close(self._fd)
                 self._fd = -1
 
-    def park(self, path: Path) -> bool:
+    def park(self, path: str) -> bool:
         """Move ``path`` (the old copy of a moved job, whose new copy is durable) into the
         pool; False if the pool cannot take it (the caller then removes it)."""
         with self._lock:
             if not self._usable or self._pid != os.getpid() or len(self._resting) >= CAPACITY:
                 return False
-            directory = self._dir if self._dir is not None else self._open()
-            if directory is None:
+            if self._dir is None and self._open() is None:
                 return False
-            target = directory / secrets.token_hex(8)
+            target = f"{self._dir_name}/{secrets.token_hex(8)}"
             parked_at = time.monotonic()
             try:
                 os.rename(path, target)
             except OSError:
                 return False
-            self._resting.append((parked_at, target, path.parent))
+            self._resting.append((parked_at, target, os.path.dirname(path)))
             return True
 
-    def take(self) -> tuple[Path, int] | None:
-        """A rested spare, opened for writing: its path and descriptor (the caller
-        writes it from its start, truncates it to its length and closes it), or None.
+    def take(self) -> tuple[str, int, str] | None:
+        """A rested spare, opened for writing: its path, its descriptor (the caller writes
+        it from its start, truncates it to its length and closes it) and the pool's
+        directory; or None.
 
         Before a spare is handed out, the directory it was parked from is fsynced (once
         for every spare parked from there until then): the refilled inode must not be
@@ -151,10 +152,10 @@ class SparePool:
                     continue
                 fd = _open_spare(path)
                 if fd >= 0:
-                    return path, fd
+                    return path, fd, self._dir_name
         return None
 
-    def _sync(self, directory: Path) -> bool:
+    def _sync(self, directory: str) -> bool:
         started = time.monotonic()
         try:
             fd = os.open(directory, _OPEN_DIR)
@@ -195,6 +196,7 @@ class SparePool:
                 directory.rmdir()
             return None
         self._dir, self._fd, self._usable = directory, fd, True
+        self._dir_name = str(directory)
         return directory
 
     def _forget_after_fork(self) -> None:
@@ -209,7 +211,7 @@ class SparePool:
         self._resting.clear()
 
 
-def _open_spare(path: Path) -> int:
+def _open_spare(path: str) -> int:
     """``path`` opened for writing if it is still a regular file with one link, else -1
     (and it is removed)."""
     try:
@@ -225,7 +227,7 @@ def _open_spare(path: Path) -> int:
     return -1
 
 
-def _unlink_quietly(path: Path) -> None:
+def _unlink_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
 

@@ -336,12 +336,12 @@ def test_add_many_whose_file_step_fails_leaves_no_ghost_row(
 
     real = journal_module.write_many
 
-    def failing_second(files: list[tuple[Path, str, bytes]], **options: Any) -> None:
+    def failing_second(files: list[tuple[str, str, bytes]], **options: Any) -> None:
         # As ``write_many`` fails when the second rename does: the first is in place.
         real(files[:1], **options)
         directory, name, _ = files[1]
         error = OSError(errno.ENOSPC, "No space left")
-        raise StorageError(directory / name, error, renamed=1)
+        raise StorageError(f"{directory}/{name}", error, renamed=1)
 
     with JobStore(data_dir) as store:
         monkeypatch.setattr(journal_module, "write_many", failing_second)

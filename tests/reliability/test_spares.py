@@ -122,7 +122,7 @@ def test_a_spare_with_another_link_is_never_refilled(tmp_path: Path) -> None:
     old.write_text("old body")
     pool = SparePool.of(root, "user")
     try:
-        assert pool.park(old)
+        assert pool.park(str(old))
         [parked] = list(_pools(root)[0].iterdir())
         os.link(parked, tmp_path / "someone-elses")
         assert pool.take() is None
@@ -139,12 +139,12 @@ def test_a_forked_child_does_not_use_its_parents_pool(tmp_path: Path) -> None:
     try:
         for name in ("a", "b"):
             (root / "pending" / f"{name}.json").write_text(name)
-            assert pool.park(root / "pending" / f"{name}.json")
+            assert pool.park(str(root / "pending" / f"{name}.json"))
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: nothing to take, nowhere to park
             (root / "pending" / "c.json").write_text("c")
-            result = pool.take() is None and not pool.park(root / "pending" / "c.json")
+            result = pool.take() is None and not pool.park(str(root / "pending" / "c.json"))
             os.write(write, b"1" if result else b"0")
             os._exit(0)
         os.close(write)
