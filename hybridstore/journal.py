@@ -423,6 +423,7 @@ class Journal:
         with self.transaction() as conn:
             keys: dict[str, str] = {}  # unique key -> the job of the batch that took it
             added: list[Row] = []  # rows of new jobs, inserted together
+            stored = rows.rows_of(conn, [job_id for job_id, current, *_ in batch if current])
             for job_id, current, new, body in batch:
                 if new is not None and takes_key(current, new):
                     assert new.unique_key is not None
@@ -434,7 +435,7 @@ class Journal:
                     added.append(row)
                     befores.append(None)
                 else:
-                    befores.append(rows.write_row(conn, job_id, row))
+                    befores.append(rows.write_row(conn, job_id, row, stored.get(job_id)))
             rows.put_rows(conn, added)
             _set_intents(
                 conn,
@@ -529,7 +530,7 @@ class Journal:
             contextlib.suppress(sqlite3.Error, StorageError, LockTimeout),
             self.transaction() as conn,
         ):
-            rows.write_row(conn, job_id, row)
+            rows.write_row(conn, job_id, row, rows.rows_of(conn, [job_id]).get(job_id))
             # By token: a rebuild meanwhile disowned it, and its row may predate ``row``.
             clear_intent(conn, job_id, token)
 

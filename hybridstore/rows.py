@@ -8,6 +8,7 @@ one file per job. The writes here run inside the caller's transaction.
 from __future__ import annotations
 
 import gc
+import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -168,15 +169,16 @@ def put_rows(conn: sqlite3.Connection, rows: Iterable[Row]) -> None:
     )
 
 
-def write_row(conn: sqlite3.Connection, job_id: str, row: Row | None) -> Row | None:
+def write_row(
+    conn: sqlite3.Connection, job_id: str, row: Row | None, before: Row | None
+) -> Row | None:
     """Insert, update or (``row`` None) delete the job's row, inside the caller's
-    transaction; returns the row it had before, to put back if the write fails.
+    transaction, where ``before`` is its row now (``rows_of``, in the same transaction);
+    returns ``before``, to put back if the write fails.
 
     The update sets only the indexed columns whose stored value differs: SQLite then
     leaves the other indexes alone, which halves the cost of a typical transition.
     """
-    found = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    before = None if found is None else Row(*found)
     if row is None:
         if before is not None:
             drop_row(conn, job_id)
@@ -218,13 +220,15 @@ def replace_all_rows(conn: sqlite3.Connection, rows: Iterable[Row]) -> None:
 
 
 def rows_of(conn: sqlite3.Connection, job_ids: Iterable[str]) -> dict[str, Row]:
-    """The current rows of ``job_ids`` (those that have one), inside a transaction."""
-    found: dict[str, Row] = {}
-    for job_id in job_ids:
-        row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is not None:
-            found[job_id] = Row(*row)
-    return found
+    """The current rows of ``job_ids`` (those that have one), inside a transaction: one
+    query for all of them."""
+    return {
+        found[0]: Row(*found)
+        for found in conn.execute(
+            "SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(job_ids)),),
+        )
+    }
 
 
 def drop_row(conn: sqlite3.Connection, job_id: str) -> None:
