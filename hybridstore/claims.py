@@ -86,38 +86,45 @@ class Claims:
         unclaimable: set[str],
     ) -> tuple[list[RemoteJob], int]:
         """Claim up to ``want`` of ``candidates`` (taken from the front of the list) in one
-        write (``Journal.commit_many``): lock each without waiting, re-read it, keep it if it
-        is still ready. Stops early when a candidate turns out taken since the query (the
-        list is stale: the caller asks again). Returns the claimed jobs and how many
-        candidates were busy (locked elsewhere)."""
+        write (``Journal.commit_many``): lock up to ``want`` of them without waiting, re-read
+        them together, keep those still ready. Stops when a candidate turns out taken since
+        the query (the list is stale: the caller asks again). Returns the claimed jobs and
+        how many candidates were busy (locked elsewhere)."""
         held: dict[int, str] = {}  # lock stripe -> the job it was taken for
         picked: list[Change] = []
         busy = 0
+        stale = False
         try:
-            while candidates and len(picked) < want:
-                job_id = candidates.pop(0)
-                stripe = StripeLocks.stripe(job_id)
-                if stripe not in held:  # a stripe we hold already locks this job too
-                    if not self.journal.try_lock(job_id):
-                        busy += 1
-                        # Other claimers walk the same list: go on from a random point
-                        # rather than colliding with them again on every next candidate.
-                        random.shuffle(candidates)
+            while candidates and len(picked) < want and not stale:
+                locked: list[str] = []
+                while candidates and len(picked) + len(locked) < want:
+                    job_id = candidates.pop(0)
+                    stripe = StripeLocks.stripe(job_id)
+                    if stripe not in held:  # a stripe we hold already locks this job too
+                        if not self.journal.try_lock(job_id):
+                            busy += 1
+                            # Other claimers walk the same list: go on from a random point
+                            # rather than colliding with them again on every next candidate.
+                            random.shuffle(candidates)
+                            continue
+                        held[stripe] = job_id
+                    locked.append(job_id)
+                for job_id, current in zip(
+                    locked, self.journal.load_many_for_batch(locked), strict=True
+                ):
+                    if current is None or not self._still_ready(current, wanted, now):
+                        self._reindex_if_offered(job_id, wanted, now)
+                        stale = True  # taken since the query: the list is stale, ask again
                         continue
-                    held[stripe] = job_id
-                current = self.journal.load_for_batch(job_id)
-                if current is None or not self._still_ready(current, wanted, now):
-                    self._reindex_if_offered(job_id, wanted, now)
-                    break  # taken since the query: the list is stale, ask again
-                try:
-                    claimed = lifecycle.claim(current, worker_id, lease_seconds, utcnow())
-                    new = next_version(current, claimed)
-                    new.check_storable()
-                except InvalidArgument as exc:
-                    log.warning("unclaimable_job", job_id=job_id, reason=str(exc))
-                    unclaimable.add(job_id)
-                    continue
-                picked.append((job_id, current, new))
+                    try:
+                        claimed = lifecycle.claim(current, worker_id, lease_seconds, utcnow())
+                        new = next_version(current, claimed)
+                        new.check_storable()
+                    except InvalidArgument as exc:
+                        log.warning("unclaimable_job", job_id=job_id, reason=str(exc))
+                        unclaimable.add(job_id)
+                        continue
+                    picked.append((job_id, current, new))
             stored = self.journal.commit_many(picked, "claim") if picked else []
         finally:
             for job_id in held.values():

@@ -237,6 +237,8 @@ class Journal:
     def states(self, job_ids: Sequence[str]) -> list[tuple[str | None, int, str | None, bytes]]:
         """``state`` of each job, with the body its row holds (``b""`` if none), in one
         query: a batch asks once, not once per job."""
+        if not job_ids:
+            return []
         if len(job_ids) == 1:  # the common case, without the JSON round trip
             found = self.sidecar.query(_STATE_OF_ONE, (job_ids[0],) * 4)
         else:
@@ -540,16 +542,23 @@ class Journal:
         return stored
 
     def load_for_batch(self, job_id: str) -> RemoteJob | None:
-        """``_load_locked`` for the calls that walk many jobs (claims, expiry, cleanup): an
+        """``load_locked`` for the calls that walk many jobs (claims, expiry, cleanup): an
         unreadable file is skipped and its row dropped, as a reindex would, instead of
         failing the call for every other job. ``verify`` reports it, ``repair`` quarantines it.
         """
-        try:
-            return self.load_locked(job_id)
-        except CorruptJobFile as exc:
-            log.warning("skipped_unreadable_job", job_id=job_id, reason=exc.reason)
-            self.repair_locked(job_id)
-            return None
+        return self.load_many_for_batch([job_id])[0]
+
+    def load_many_for_batch(self, job_ids: Sequence[str]) -> list[RemoteJob | None]:
+        """``load_for_batch`` of each job, holding every lock; their rows asked in one query."""
+        loaded: list[RemoteJob | None] = []
+        for job_id, state in zip(job_ids, self.states(job_ids), strict=True):
+            try:
+                loaded.append(self._load_locked(job_id, *state))
+            except CorruptJobFile as exc:
+                log.warning("skipped_unreadable_job", job_id=job_id, reason=exc.reason)
+                self.repair_locked(job_id)
+                loaded.append(None)
+        return loaded
 
     def copies(self, job_id: str) -> tuple[list[tuple[JobFile, Path]], list[tuple[Path, str]]]:
         """Every copy of a job on disk: the valid ones by ascending version (normally one),
