@@ -426,6 +426,7 @@ class Journal:
             keys: dict[str, str] = {}  # unique key -> the job of the batch that took it
             added: list[Row] = []  # rows of new jobs, inserted together
             stored = rows.rows_of(conn, [job_id for job_id, current, *_ in batch if current])
+            counts = rows.CountChanges()
             for job_id, current, new, body in batch:
                 if new is not None and takes_key(current, new):
                     assert new.unique_key is not None
@@ -437,7 +438,8 @@ class Journal:
                     added.append(row)
                     befores.append(None)
                 else:
-                    befores.append(rows.write_row(conn, job_id, row, stored.get(job_id)))
+                    befores.append(rows.write_row(conn, job_id, row, stored.get(job_id), counts))
+            counts.apply(conn)
             rows.put_rows(conn, added)
             _set_intents(
                 conn,
@@ -532,7 +534,9 @@ class Journal:
             contextlib.suppress(sqlite3.Error, StorageError, LockTimeout),
             self.transaction() as conn,
         ):
-            rows.write_row(conn, job_id, row, rows.rows_of(conn, [job_id]).get(job_id))
+            counts = rows.CountChanges()
+            rows.write_row(conn, job_id, row, rows.rows_of(conn, [job_id]).get(job_id), counts)
+            counts.apply(conn)
             # By token: a rebuild meanwhile disowned it, and its row may predate ``row``.
             clear_intent(conn, job_id, token)
 

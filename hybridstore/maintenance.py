@@ -26,7 +26,7 @@ from .logs import get_logger
 from .migrations import Migration
 from .model import JobStatus
 from .reports import Problem, ReindexReport, RepairReport, VerifyReport
-from .rows import Row, row_for, row_matches
+from .rows import Row, counts_match, row_for, row_matches
 from .sidecar import FOREIGN, Sidecar
 from .spares import sweep_orphans
 
@@ -304,8 +304,9 @@ class Maintenance:
 
         Reports rows without files (orphaned), files without rows (missing), rows that
         differ from their file (stale), jobs in two directories, unreadable job files,
-        interrupted writes, old temp files, and foreign entries (not counted as drift).
-        Suspects found while other processes write are re-checked under the job's lock.
+        interrupted writes, old temp files, job counts that differ from the rows, and
+        foreign entries (not counted as drift). Suspects found while other processes write
+        are re-checked under the job's lock.
         """
         report = VerifyReport()
         suspects: set[str] = set()
@@ -337,6 +338,10 @@ class Maintenance:
         for job_id in self.journal.last_skipped:
             path = str(self.layout.locks)
             report.problems.append(Problem("busy", path, "a writer held its lock", job_id))
+        with self.sidecar.snapshot() as conn:
+            if not counts_match(conn):
+                reason = "job counts differ from the rows (count and statistics are off)"
+                report.problems.append(Problem("counts", str(self.sidecar.path), reason))
         return report
 
     def _check_locked(self, job_id: str) -> list[Problem]:
@@ -402,6 +407,10 @@ class Maintenance:
             if problem.kind == "temp":
                 Path(problem.path).unlink(missing_ok=True)
                 report.actions.append(f"removed temp file {problem.path}")
+            elif problem.kind == "counts":
+                with self.sidecar.transaction() as conn:
+                    rows.recount(conn)
+                report.actions.append("recounted the job counts from the rows")
         if found.drift:
             log.warning("repaired", data_dir=str(self.layout.root), actions=len(report.actions))
         return report

@@ -42,6 +42,7 @@ DRIFT_KINDS = (
     "intent",  # a write that did not finish (its process died)
     "temp",  # a temp file too old to belong to a write in flight
     "moved",  # a job file moved by hand into another status directory, not yet taken in
+    "counts",  # the sidecar's job counts differ from its rows
 )
 
 

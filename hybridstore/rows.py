@@ -22,10 +22,13 @@ log = get_logger("hybridstore")
 
 __all__ = [
     "FILTER_COLUMNS",
+    "CountChanges",
     "Row",
+    "counts_match",
     "drop_row",
     "key_holder",
     "put_rows",
+    "recount",
     "replace_all_rows",
     "row_for",
     "row_matches",
@@ -105,26 +108,72 @@ def row_matches(row: Row, job: RemoteJob, body: bytes) -> bool:
     return row == row_for(job, body, row.finished_us)
 
 
-# An upsert, not INSERT OR REPLACE: a replace deletes without firing the delete trigger
-# that keeps job_counts (unless recursive_triggers is on), an update fires its trigger.
-_UPSERT = (
+_INSERT = (
     "INSERT INTO jobs (id, status, content_type, worker_id, ingestion_task_id,"
     " created_us, timeout_us, finished_us, version, size, body,"
     " priority, not_before_us, unique_key)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
-    " content_type = excluded.content_type, worker_id = excluded.worker_id,"
-    " ingestion_task_id = excluded.ingestion_task_id, created_us = excluded.created_us,"
-    " timeout_us = excluded.timeout_us, finished_us = excluded.finished_us,"
-    " version = excluded.version, size = excluded.size, body = excluded.body,"
-    " priority = excluded.priority, not_before_us = excluded.not_before_us,"
-    " unique_key = excluded.unique_key"
 )
-# job_counts from scratch, after a bulk load (the triggers are off during it).
-_RECOUNT = (
-    "INSERT INTO job_counts SELECT status, content_type, worker_id IS NOT NULL,"
-    " ifnull(worker_id, ''), count(*), sum(size) FROM jobs GROUP BY 1, 2, 3, 4"
+# job_counts from scratch (after a bulk load, with the triggers off; or by ``repair``).
+_COUNTED = (
+    "SELECT status, content_type, worker_id IS NOT NULL, ifnull(worker_id, ''),"
+    " count(*), sum(size) FROM jobs GROUP BY 1, 2, 3, 4"
 )
+
+# How job_counts is kept: an insert or a delete of a row by its triggers; an update of a
+# row by its writer (``CountChanges``), summed over a batch. An update trigger cost more
+# than half of each row update of a claim or a finish (three statements a row), inside
+# the one-writer section every process queues for.
+CountKey = tuple[str, str, bool, str]
+
+
+def _count_key(row: Row) -> CountKey:
+    return (row.status, row.content_type, row.worker_id is not None, row.worker_id or "")
+
+
+class CountChanges:
+    """What the row updates of one transaction change in job_counts, applied at once."""
+
+    def __init__(self) -> None:
+        self._deltas: dict[CountKey, list[int]] = {}
+
+    def move(self, before: Row, after: Row) -> None:
+        """A row updated from ``before`` to ``after``."""
+        old, new = _count_key(before), _count_key(after)
+        if old == new and before.size == after.size:
+            return
+        self._add(old, -1, -before.size)
+        self._add(new, 1, after.size)
+
+    def _add(self, key: CountKey, jobs: int, size: int) -> None:
+        delta = self._deltas.setdefault(key, [0, 0])
+        delta[0] += jobs
+        delta[1] += size
+
+    def apply(self, conn: sqlite3.Connection) -> None:
+        """Write the changes, inside the transaction of the updates they describe."""
+        changed = [(*key, jobs, size) for key, (jobs, size) in self._deltas.items() if jobs or size]
+        self._deltas.clear()
+        if not changed:
+            return
+        conn.executemany(
+            "INSERT INTO job_counts VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE"
+            " SET jobs = jobs + excluded.jobs, bytes = bytes + excluded.bytes",
+            changed,
+        )
+        conn.execute("DELETE FROM job_counts WHERE jobs = 0")
+
+
+def counts_match(conn: sqlite3.Connection) -> bool:
+    """Whether job_counts says what the rows do (``verify``)."""
+    kept = conn.execute("SELECT * FROM job_counts WHERE jobs != 0").fetchall()
+    return sorted(kept) == sorted(conn.execute(_COUNTED).fetchall())
+
+
+def recount(conn: sqlite3.Connection) -> None:
+    """job_counts from the rows, inside the caller's write transaction."""
+    conn.execute("DELETE FROM job_counts")
+    conn.execute(f"INSERT INTO job_counts {_COUNTED}")
 
 
 def where_clause(filters: Mapping[str, Sequence[str]]) -> tuple[str, list[Any]]:
@@ -145,8 +194,16 @@ def where_clause(filters: Mapping[str, Sequence[str]]) -> tuple[str, list[Any]]:
 
 
 def put_rows(conn: sqlite3.Connection, rows: Iterable[Row]) -> None:
+    """Insert or replace rows (a replaced row is deleted, then inserted: the counting
+    triggers see both)."""
+    rows = list(rows)
+    conn.executemany("DELETE FROM jobs WHERE id = ?", ((r.id,) for r in rows))
+    _insert_rows(conn, rows)
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: Iterable[Row]) -> None:
     conn.executemany(
-        _UPSERT,
+        _INSERT,
         (
             (
                 r.id,
@@ -170,11 +227,16 @@ def put_rows(conn: sqlite3.Connection, rows: Iterable[Row]) -> None:
 
 
 def write_row(
-    conn: sqlite3.Connection, job_id: str, row: Row | None, before: Row | None
+    conn: sqlite3.Connection,
+    job_id: str,
+    row: Row | None,
+    before: Row | None,
+    counts: CountChanges,
 ) -> Row | None:
     """Insert, update or (``row`` None) delete the job's row, inside the caller's
     transaction, where ``before`` is its row now (``rows_of``, in the same transaction);
-    returns ``before``, to put back if the write fails.
+    returns ``before``, to put back if the write fails. An update adds to ``counts``,
+    which the caller applies before its transaction ends.
 
     The update sets only the indexed columns whose stored value differs: SQLite then
     leaves the other indexes alone, which halves the cost of a typical transition.
@@ -194,6 +256,7 @@ def write_row(
                 values.append(value)
         values.append(job_id)
         conn.execute(f"UPDATE jobs SET {', '.join(columns)} WHERE id = ?", values)
+        counts.move(before, row)
     return before
 
 
@@ -212,9 +275,8 @@ def replace_all_rows(conn: sqlite3.Connection, rows: Iterable[Row]) -> None:
     for kind, name, _ in derived:
         conn.execute(f'DROP {kind.upper()} "{name}"')
     conn.execute("DELETE FROM jobs")
-    conn.execute("DELETE FROM job_counts")
-    put_rows(conn, rows)
-    conn.execute(_RECOUNT)
+    _insert_rows(conn, rows)
+    recount(conn)
     for _, _, sql in derived:
         conn.execute(sql)
 

@@ -572,8 +572,8 @@ class JobStore:
 
         Reports rows without files (orphaned), files without rows (missing), rows that
         differ from their file (stale), jobs in two directories, unreadable job files,
-        interrupted writes, jobs moved by hand, old temp files, and foreign entries and
-        busy jobs (not counted as drift).
+        interrupted writes, jobs moved by hand, old temp files, job counts that differ
+        from the rows, and foreign entries and busy jobs (not counted as drift).
         """
         self._ready()
         return self._maintenance.verify()
@@ -581,7 +581,7 @@ class JobStore:
     def repair(self) -> RepairReport:
         """Fix what ``verify`` finds: rows re-derived from files, unreadable files and
         older duplicates moved to ``.quarantine/`` (with a reason), jobs moved by hand
-        taken in, old temp files removed. Never deletes a job file."""
+        taken in, old temp files removed, job counts recounted. Never deletes a job file."""
         self._ready()
         return self._maintenance.repair()
 

@@ -28,9 +28,20 @@ def downgrade_sidecar(path: Path, version: int) -> None:
     """Make a sidecar look as if only migrations 1..``version`` had been applied: drop
     what the later ones created and forget them in schema_migrations."""
     conn = sqlite3.connect(path)
-    for migration in reversed(load_migrations("sidecar")[version:]):
+    migrations = load_migrations("sidecar")
+    for migration in reversed(migrations[version:]):
         for kind, name in re.findall(r"CREATE (TABLE|INDEX|TRIGGER) (\w+)", migration.sql):
             conn.execute(f"DROP {kind} IF EXISTS {name}")
+        for name in re.findall(r"DROP TRIGGER (\w+)", migration.sql):
+            # Put back what it dropped, as the migration that created it wrote it.
+            [created] = [
+                found
+                for earlier in migrations[: migration.version - 1]
+                for found in re.findall(
+                    rf"CREATE TRIGGER {name} .*?\nEND;", earlier.sql, flags=re.DOTALL
+                )
+            ]
+            conn.execute(created)
         for table, column in re.findall(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", migration.sql):
             conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         conn.execute("DELETE FROM schema_migrations WHERE version = ?", (migration.version,))

@@ -114,10 +114,53 @@ def test_a_migration_that_keeps_rows_migrates_in_place_without_a_rebuild(
     conn.commit()
     conn.close()
     with JobStore(data_dir) as store:
-        assert [m.version for m in store.migrations_applied] == [6]
+        assert [m.version for m in store.migrations_applied] == [6, 7]
         assert store.count(content_type="stale") == 1  # not rebuilt
         assert [p.kind for p in store.verify().drift] == ["stale"]
         assert store.claim_next("w") is not None  # the new claim indexes work
+
+
+def test_job_counts_stay_right_once_writers_keep_them(data_dir: Path) -> None:
+    """0007 drops the trigger that counted row updates: from then on the writers count
+    them, a batch at a time. Counts kept by the trigger before the upgrade carry on, in
+    place, and stay equal to the rows through claims, finishes, retries and deletes."""
+    with JobStore(data_dir) as store:
+        jobs = store.add_many([new_job(content_type=f"t{i % 3}") for i in range(30)])
+        store.claim_many("w1", 5)
+    downgrade_sidecar(data_dir / SIDECAR_NAME, 6)
+    with JobStore(data_dir) as store:
+        assert [m.version for m in store.migrations_applied] == [7]
+        assert store.verify().ok  # the trigger's counts, carried over
+        claimed = store.claim_many("w2", 12)
+        store.complete_many("w2", {job.id: {"n": "x" * 50} for job in claimed[:8]})
+        store.fail(claimed[8].id, "w2", "boom")  # retries left: pending again
+        store.cancel(jobs[28].id)
+        store.delete(jobs[29].id)
+        store.heartbeat(claimed[9].id, "w2")
+        assert store.verify().ok
+        assert store.count() == 29
+        assert store.count(status="completed") == 8
+        assert store.count(status="cancelled") == 1
+        assert store.count(status="processing", worker_id="w2") == 3
+        assert store.count(status="processing", worker_id="w1") == 5
+        stats = store.statistics()
+        assert stats["total_jobs"] == sum(stats["status_counts"].values()) == 29
+        assert stats["status_counts"]["pending"] == 29 - 8 - 1 - 3 - 5
+
+
+def test_verify_reports_job_counts_that_drifted_and_repair_recounts_them(
+    store: JobStore, data_dir: Path
+) -> None:
+    for _ in range(3):
+        store.add(new_job())
+    conn = sqlite3.connect(data_dir / SIDECAR_NAME)
+    conn.execute("UPDATE job_counts SET jobs = jobs + 5")
+    conn.commit()
+    conn.close()
+    assert store.count() == 8  # counts come from job_counts
+    assert [p.kind for p in store.verify().drift] == ["counts"]
+    assert "recounted the job counts from the rows" in store.repair().actions
+    assert store.verify().ok and store.count() == 3
 
 
 def test_the_first_open_after_a_reboot_rebuilds_the_sidecar(data_dir: Path) -> None:
@@ -508,8 +551,11 @@ def test_verify_sees_a_stale_index_column_and_writes_do_not_keep_it(
     conn.execute("UPDATE jobs SET content_type = 'video' WHERE id = ?", (job.id,))
     conn.commit()
     conn.close()
-    assert {p.kind for p in store.verify().drift} == {"stale"}
+    # An edit of the sidecar by hand bypasses its writers, who keep the counts.
+    assert {p.kind for p in store.verify().drift} == {"stale", "counts"}
     store.save(job)  # the write sets the column from the file's job, not from a diff
+    assert [p.kind for p in store.verify().drift] == ["counts"]
+    store.repair()
     assert store.verify().ok
     assert store.count(content_type="audio") == 1
 
