@@ -67,6 +67,11 @@ BUSY_RETRY_WAIT = 0.25
 # process stored under a larger limit.
 _UNLIMITED = frozenset({"claim", "heartbeat", "expire", "cancel", "move", "release"})
 _STATUSES = {status.value: status for status in JobStatus}
+# A batch with this many jobs without a row, in a store of at most this many times as many
+# jobs, looks for files of theirs in one listing of the status directories
+# (``Journal._listed_files``) rather than six lstat calls a job.
+LIST_FILES_AT = 64
+LIST_FILES_RATIO = 8
 # A job's row and intent (``Journal.states``): one job, or a JSON array of ids.
 _STATE_OF_ONE = (
     "SELECT (SELECT status FROM jobs WHERE id = ?), (SELECT version FROM jobs WHERE id = ?),"
@@ -344,13 +349,39 @@ class Journal:
 
     def load_many_locked(self, job_ids: Sequence[str]) -> list[RemoteJob | None]:
         """``load_locked`` of each job, holding every lock; their rows asked in one query."""
+        states = self.states(job_ids)
+        listed = self._listed_files(sum(1 for state in states if state[0] is None))
         return [
-            self._load_locked(job_id, *state)
-            for job_id, state in zip(job_ids, self.states(job_ids), strict=True)
+            self._load_locked(job_id, *state, listed=listed)
+            for job_id, state in zip(job_ids, states, strict=True)
         ]
 
+    def _listed_files(self, without_row: int) -> frozenset[str] | None:
+        """The names in every status directory, when a batch has many jobs without a row
+        (an ``add_many``, an import) and the store is not much larger than the batch: one
+        listing then costs less than six ``lstat`` calls for each of them (in a directory
+        of thousands, each of those looks up a name that is not there). None otherwise."""
+        if without_row < LIST_FILES_AT or self.sidecar.totals()[0] > LIST_FILES_RATIO * without_row:
+            return None
+        names: set[str] = set()
+        for status in JobStatus:
+            try:
+                names.update(os.listdir(self.layout.status_dir_name(status)))
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return None  # asked name by name, which reports the error as it should
+        return frozenset(names)
+
     def _load_locked(
-        self, job_id: str, status: str | None, version: int, token: str | None, body: bytes
+        self,
+        job_id: str,
+        status: str | None,
+        version: int,
+        token: str | None,
+        body: bytes,
+        *,
+        listed: frozenset[str] | None = None,
     ) -> RemoteJob | None:
         if token is not None and not self.is_settled(job_id, token):
             # Another process's write (none can be in flight: we hold the lock). Finished
@@ -359,7 +390,11 @@ class Journal:
             return job if settled else self.reload_locked(job_id)
         if status is None:
             # No job, or a file the index does not know (``locate`` costs six lstat calls).
-            return self.reload_locked(job_id) if self.layout.locate(job_id) else None
+            if listed is not None:
+                unknown_file = f"{job_id}{JOB_SUFFIX}" in listed
+            else:
+                unknown_file = bool(self.layout.locate(job_id))
+            return self.reload_locked(job_id) if unknown_file else None
         try:
             # The row's body passed the strict parse when it was written or indexed: a file
             # that still holds it need not be parsed strictly again.

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hybridstore import CorruptJobFile, JobStatus, JobStore, RemoteJob
+from hybridstore import CorruptJobFile, JobAlreadyExists, JobStatus, JobStore, RemoteJob
 from hybridstore.migrations import load_migrations
 from hybridstore.sidecar import SIDECAR_NAME
 from tests.conftest import T0, downgrade_sidecar, new_job
@@ -161,6 +161,30 @@ def test_verify_reports_job_counts_that_drifted_and_repair_recounts_them(
     assert [p.kind for p in store.verify().drift] == ["counts"]
     assert "recounted the job counts from the rows" in store.repair().actions
     assert store.verify().ok and store.count() == 3
+
+
+@pytest.mark.parametrize(
+    ("batch", "stored"),
+    [(3, 0), (100, 0), (100, 900)],
+    ids=["small-batch", "bulk-into-a-small-store", "bulk-into-a-larger-store"],
+)
+def test_add_many_refuses_an_id_whose_file_the_index_does_not_know(
+    store: JobStore, data_dir: Path, batch: int, stored: int
+) -> None:
+    """A file put in by hand (not yet taken in) is a stored job: ``add_many`` refuses its
+    id and writes nothing of the batch, whether it asks the directories name by name or,
+    for a bulk batch into a store not much larger, lists them once."""
+    if stored:
+        store.add_many([new_job() for _ in range(stored)])
+    by_hand = new_job(status=JobStatus.COMPLETED)
+    (data_dir / "completed" / f"{by_hand.id}.json").write_bytes(by_hand.to_json())
+    jobs = [new_job() for _ in range(batch - 1)]
+    jobs.insert(batch // 2, new_job(id=by_hand.id))
+    with pytest.raises(JobAlreadyExists, match=by_hand.id):
+        store.add_many(jobs)
+    assert store.count() == stored + 1  # the job put in by hand, now indexed
+    assert store.get(by_hand.id) == by_hand
+    assert all(store.get(job.id) is None for job in jobs if job.id != by_hand.id)
 
 
 def test_the_first_open_after_a_reboot_rebuilds_the_sidecar(data_dir: Path) -> None:
