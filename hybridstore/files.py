@@ -43,8 +43,12 @@ __all__ = [
     "MAX_READ_BYTES",
     "JobFile",
     "Layout",
+    "Prepared",
     "ScanEntry",
+    "discard",
     "parse_job",
+    "prepare_many",
+    "publish_many",
     "read_job_file",
     "write_many",
 ]
@@ -266,16 +270,53 @@ def write_many(
     dirty pages, so a retry could lie) and ``StorageError`` says how far the batch got:
     ``renamed`` files (the first ones) replaced their old file, or, with ``in_place``, all
     of them did but may not be durable. The temp files not renamed are removed.
+
+    The two halves, ``prepare_many`` and ``publish_many``, may run apart: nothing is
+    visible until the second.
     """
+    publish_many(files, prepare_many(files, durable=durable, spares=spares), durable=durable)
+
+
+class Prepared(NamedTuple):
+    """Bodies written by ``prepare_many``, not yet in place: where each one is (in the
+    batch's order), and the spare pools' directories they came from."""
+
+    temps: list[str]
+    pools: list[str]
+
+
+def prepare_many(
+    files: Sequence[tuple[str | Path, str, bytes]],
+    *,
+    durable: bool,
+    spares: SparePool | None = None,
+) -> Prepared:
+    """The first half of ``write_many``: every body in a temp file (or a spare) and, if
+    ``durable``, made durable; nothing renamed. On ``StorageError`` the temp files are
+    removed; ``discard`` removes them when the batch is given up later."""
     # Paths as plain strings: a batch builds several per file, and a Path costs more to
     # build than the rename it names.
     temps: list[str] = []
     try:
         pools = _write_temps(files, temps, durable, spares)
     except StorageError:
-        for tmp in temps:
-            _unlink_quietly(tmp)
+        discard(Prepared(temps, []))
         raise
+    return Prepared(temps, pools)
+
+
+def discard(prepared: Prepared) -> None:
+    """Remove the temp files of a prepared batch that will not be published."""
+    for tmp in prepared.temps:
+        _unlink_quietly(tmp)
+
+
+def publish_many(
+    files: Sequence[tuple[str | Path, str, bytes]], prepared: Prepared, *, durable: bool
+) -> None:
+    """The second half of ``write_many``: rename each prepared body into place, then (if
+    ``durable``) fsync each directory once; ``StorageError`` as ``write_many`` says."""
+    temps = prepared.temps
     for done, ((directory, name, _), tmp) in enumerate(zip(files, temps, strict=True)):
         target = f"{directory}/{name}"
         try:
@@ -287,7 +328,8 @@ def write_many(
     if durable:
         # The directories refilled spares left first: on a file system without a journal,
         # a spare's new name must not reach the disk while its old one may still be there.
-        for directory in [*pools, *dict.fromkeys(directory for directory, _, _ in files)]:
+        directories = dict.fromkeys(directory for directory, _, _ in files)
+        for directory in [*prepared.pools, *directories]:
             try:
                 fsync_dir(directory)
             except OSError as exc:
@@ -585,6 +627,22 @@ class Layout:
             for name in names:
                 if pattern.fullmatch(name):
                     yield directory / name
+
+    def temps_of(self, job_ids: set[str]) -> dict[str, list[Path]]:
+        """The temp files of writes of ``job_ids``, by job: one listing of each status
+        directory, for many jobs at once."""
+        found: dict[str, list[Path]] = {}
+        for status in JobStatus:
+            directory = self.status_dir(status)
+            try:
+                names = os.listdir(directory)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                match = _TEMP_NAME.fullmatch(name) if name.startswith(".") else None
+                if match and match.group(1) in job_ids:
+                    found.setdefault(match.group(1), []).append(directory / name)
+        return found
 
     @staticmethod
     def temp_owner(path: Path) -> str | None:

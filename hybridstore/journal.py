@@ -31,6 +31,7 @@ import json
 import os
 import secrets
 import sqlite3
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -43,7 +44,11 @@ from .files import (
     JOB_SUFFIX,
     JobFile,
     Layout,
+    Prepared,
+    discard,
     fsync_dir,
+    prepare_many,
+    publish_many,
     read_job_file,
     remove_file,
     write_many,
@@ -67,6 +72,8 @@ BUSY_RETRY_WAIT = 0.25
 # process stored under a larger limit.
 _UNLIMITED = frozenset({"claim", "heartbeat", "expire", "cancel", "move", "release"})
 _STATUSES = {status.value: status for status in JobStatus}
+# A batch of this many files writes them in a thread while its rows commit (``_Ahead``).
+AHEAD_AT = 64
 # A batch with this many jobs without a row, in a store of at most this many times as many
 # jobs, looks for files of theirs in one listing of the status directories
 # (``Journal._listed_files``) rather than six lstat calls a job.
@@ -445,7 +452,8 @@ class Journal:
 
         Every row and intent in one transaction, which also checks every unique key taken
         against the stored jobs and the batch (``DuplicateJob``: nothing written). Then the
-        files: every new body written and made durable together (``files.write_many``),
+        files: every new body written and made durable together (``files.write_many``; in a
+        bulk batch, written by ``_Ahead`` while the rows commit, and renamed once they have),
         then the old copies of moved or deleted jobs removed. Should a file step fail, the
         jobs whose files were not touched get their rows back; the others keep their
         intent, so the next touch of each re-derives its row.
@@ -455,36 +463,33 @@ class Journal:
             for job_id, current, new in changes
         ]
         tokens = [secrets.token_hex(8) for _ in batch]
-        written_us = now_us()
-        befores: list[Row | None] = []
-        with self.transaction() as conn:
-            keys: dict[str, str] = {}  # unique key -> the job of the batch that took it
-            added: list[Row] = []  # rows of new jobs, inserted together
-            stored = rows.rows_of(conn, [job_id for job_id, current, *_ in batch if current])
-            counts = rows.CountChanges()
-            for job_id, current, new, body in batch:
-                if new is not None and takes_key(current, new):
-                    assert new.unique_key is not None
-                    _refuse_a_held_key(conn, new, keys)
-                    keys[new.unique_key] = job_id
-                row = None if new is None else row_for(new, body, written_us)
-                if current is None and row is not None:
-                    # The caller found no job under its lock: no file, and no row either.
-                    added.append(row)
-                    befores.append(None)
-                else:
-                    befores.append(rows.write_row(conn, job_id, row, stored.get(job_id), counts))
-            counts.apply(conn)
-            rows.put_rows(conn, added)
-            _set_intents(
-                conn,
-                [(job_id, token) for (job_id, *_), token in zip(batch, tokens, strict=True)],
-                operation,
-            )
-            connection = self.sidecar.generation
+        files = [
+            (self.layout.status_dir_name(new.status), f"{job_id}{JOB_SUFFIX}", body)
+            for job_id, _, new, body in batch
+            if new is not None
+        ]
+        intents = [(job_id, token) for (job_id, *_), token in zip(batch, tokens, strict=True)]
+        ahead = None
+        if len(files) >= AHEAD_AT:
+            # A bulk batch writes its bodies (temp files, not visible yet) in a thread while
+            # its rows commit: both wait mostly on the kernel or in SQLite, which release
+            # the GIL. Its intents commit first, on their own, so that a process killed
+            # meanwhile leaves its temp files to the next ``recover_intents``.
+            with self.transaction() as conn:
+                _set_intents(conn, intents, operation)
+            ahead = _Ahead(files, self.durable, self.spares)
+        try:
+            with self.transaction() as conn:
+                befores = self._write_rows(conn, batch, operation, None if ahead else intents)
+                connection = self.sidecar.generation
+        except BaseException:
+            if ahead is not None:
+                ahead.discard()
+                self._drop_intents_quietly(intents)
+            raise
         touched: set[int] = set()
         try:
-            self._write_files(batch, touched)
+            self._write_files(batch, files, ahead, touched)
         except StorageError:
             for i, ((job_id, *_), before, token) in enumerate(
                 zip(batch, befores, tokens, strict=True)
@@ -504,25 +509,60 @@ class Journal:
                 self.repair_locked(job_id)
         return [new for _, _, new, _ in batch]
 
-    def _write_files(self, batch: list[_Encoded], touched: set[int]) -> None:
-        """The file step of ``commit_many``: the new bodies, then the removal of old copies
-        (a move needs no fsync of the old directory: if its unlink is lost in a power cut,
-        the durable new copy has the higher version and wins the rebuild that follows every
-        reboot; a delete must be durable itself). A moved job's old copy is parked in the
-        spare pool, when there is one, rather than removed. Adds to ``touched`` the index
-        of each job whose files it changed, so that a failure can tell them from the
-        others."""
+    def _write_rows(
+        self,
+        conn: sqlite3.Connection,
+        batch: list[_Encoded],
+        operation: str,
+        intents: list[tuple[str, str]] | None,
+    ) -> list[Row | None]:
+        """Step 2 of ``commit_many``, inside its transaction: every row (unique keys
+        checked) and the ``intents``, unless they were committed already. Returns each
+        job's row before, to put back if the file step fails."""
+        written_us = now_us()
+        befores: list[Row | None] = []
+        keys: dict[str, str] = {}  # unique key -> the job of the batch that took it
+        added: list[Row] = []  # rows of new jobs, inserted together
+        stored = rows.rows_of(conn, [job_id for job_id, current, *_ in batch if current])
+        counts = rows.CountChanges()
+        for job_id, current, new, body in batch:
+            if new is not None and takes_key(current, new):
+                assert new.unique_key is not None
+                _refuse_a_held_key(conn, new, keys)
+                keys[new.unique_key] = job_id
+            row = None if new is None else row_for(new, body, written_us)
+            if current is None and row is not None:
+                # The caller found no job under its lock: no file, and no row either.
+                added.append(row)
+                befores.append(None)
+            else:
+                befores.append(rows.write_row(conn, job_id, row, stored.get(job_id), counts))
+        counts.apply(conn)
+        rows.put_rows(conn, added)
+        if intents is not None:
+            _set_intents(conn, intents, operation)
+        return befores
+
+    def _write_files(
+        self,
+        batch: list[_Encoded],
+        files: list[tuple[str, str, bytes]],
+        ahead: _Ahead | None,
+        touched: set[int],
+    ) -> None:
+        """The file step of ``commit_many``: the new bodies (``files``, written already by
+        ``ahead`` in a bulk batch), then the removal of old copies (a move needs no fsync
+        of the old directory: if its unlink is lost in a power cut, the durable new copy
+        has the higher version and wins the rebuild that follows every reboot; a delete
+        must be durable itself). A moved job's old copy is parked in the spare pool, when
+        there is one, rather than removed. Adds to ``touched`` the index of each job whose
+        files it changed, so that a failure can tell them from the others."""
         writes = [i for i, (_, _, new, _) in enumerate(batch) if new is not None]
         try:
-            write_many(
-                [
-                    (self.layout.status_dir_name(new.status), f"{job_id}{JOB_SUFFIX}", body)
-                    for job_id, _, new, body in batch
-                    if new is not None
-                ],
-                durable=self.durable,
-                spares=self.spares,
-            )
+            if ahead is None:
+                write_many(files, durable=self.durable, spares=self.spares)
+            else:
+                publish_many(files, ahead.result(), durable=self.durable)
         except StorageError as exc:
             touched.update(writes if exc.in_place else writes[: exc.renamed])
             raise
@@ -562,6 +602,16 @@ class Journal:
         if len(body) > self.max_job_bytes and operation not in _UNLIMITED:
             raise JobTooLarge(job.id, len(body), self.max_job_bytes)
         return job, body
+
+    def _drop_intents_quietly(self, intents: list[tuple[str, str]]) -> None:
+        # A bulk batch refused after its intents committed (a held unique key): they go.
+        # If that fails too, each is judged at the next ``recover_intents``: nothing changed.
+        with (
+            contextlib.suppress(sqlite3.Error, StorageError, LockTimeout),
+            self.transaction() as conn,
+        ):
+            for job_id, token in intents:
+                clear_intent(conn, job_id, token)
 
     def _restore_quietly(self, job_id: str, row: Row | None, token: str) -> None:
         # If that fails too, the intent stays: the next touch of the job re-derives its row.
@@ -674,9 +724,16 @@ class Journal:
         writes, repair the jobs whose writer died mid-write; return how many were repaired.
         """
         recovered = 0
-        for job_id, token in self.intents():
-            if self.is_settled(job_id, token):
-                continue  # ours and finished: our next write transaction clears it
+        # Not ours and finished: other processes', finished but not yet cleared, or dead.
+        others = [
+            (job_id, token)
+            for job_id, token in self.intents()
+            if not self.is_settled(job_id, token)
+        ]
+        # A bulk batch writes its bodies while its rows commit (``_Ahead``): a writer killed
+        # then leaves temp files whatever its rows say. Listed once for all these jobs.
+        temps = self.layout.temps_of({job_id for job_id, _ in others}) if others else {}
+        for job_id, token in others:
             if not self.try_lock(job_id):
                 # A live writer holds the job's lock stripe: this job's writer, which will
                 # finish its own intent, or another job's, and a later pass checks this one.
@@ -684,6 +741,11 @@ class Journal:
             try:
                 status, version, now_token = self.state(job_id)
                 if now_token == token:
+                    # No write of the job is in flight (we hold its lock), and a newer one
+                    # would have replaced the intent before making any temp file: these
+                    # are dead. Removed before the intent goes, so a kill here loses none.
+                    for path in temps.get(job_id, []):
+                        path.unlink(missing_ok=True)
                     try:
                         settled = self.settled_job(job_id, status, version)[0]
                     except CorruptJobFile:
@@ -702,3 +764,42 @@ class Journal:
                 "recovered_interrupted_writes", jobs=recovered, data_dir=str(self.layout.root)
             )
         return recovered
+
+
+class _Ahead:
+    """``files.prepare_many`` of a bulk batch, in a thread of its own, started before the
+    batch's sidecar transaction: the temp files are written (and made durable) while the
+    rows commit. Nothing is visible before ``publish_many``; a batch given up removes
+    them (``discard``)."""
+
+    def __init__(
+        self, files: list[tuple[str, str, bytes]], durable: bool, spares: SparePool | None
+    ) -> None:
+        self._prepared: Prepared | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(files, durable, spares), name="hybridstore-bodies"
+        )
+        self._thread.start()
+
+    def _run(
+        self, files: list[tuple[str, str, bytes]], durable: bool, spares: SparePool | None
+    ) -> None:
+        try:
+            self._prepared = prepare_many(files, durable=durable, spares=spares)
+        except BaseException as exc:  # handed to the writer's thread by ``result``
+            self._error = exc
+
+    def result(self) -> Prepared:
+        """The prepared bodies, once written; the error of the writing, if it failed."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._prepared is not None
+        return self._prepared
+
+    def discard(self) -> None:
+        """The batch is given up: wait for the writing, then remove what it wrote."""
+        self._thread.join()
+        if self._prepared is not None:
+            discard(self._prepared)

@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import signal
 import sqlite3
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -159,11 +160,16 @@ class _Killer:
         self.count = 0
         self.armed = False
         self.step = -1
+        self.lock = threading.Lock()
 
     def tick(self, kind: str, detail: str = "", write: tuple[int, Any] | None = None) -> None:
         if not self.armed:
             return
-        self.count += 1
+        with self.lock:  # a bulk batch writes its bodies from a second thread
+            self.count += 1
+            self._at(kind, detail, write)
+
+    def _at(self, kind: str, detail: str, write: tuple[int, Any] | None) -> None:
         if self.trace_fd is not None:
             line = f"{self.count}\t{self.step}\t{kind}\t{detail}\n".encode()
             _ORIG["write"](self.trace_fd, line)
@@ -175,16 +181,19 @@ class _Killer:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-# The batches of 8 below are flushed by one syncfs, as bulk batches are: the protocol is the
-# same at any threshold, and 8 keeps the runner's kill points few.
+# The batches of 8 below are written as bulk batches are: their bodies by a second thread
+# while their rows commit, then flushed by one syncfs. The protocol is the same at any
+# threshold, and 8 keeps the runner's kill points few.
 SYNCFS_AT = 8
 
 
 def _install(killer: _Killer) -> None:
     import hybridstore.files
+    import hybridstore.journal
     import hybridstore.spares
 
     hybridstore.files.SYNCFS_AT = SYNCFS_AT
+    hybridstore.journal.AHEAD_AT = SYNCFS_AT
     # Spares are refilled at once, so that every move after the first refills the old copy
     # an earlier step parked: the kill points cover parking, refilling and its fsyncs.
     hybridstore.spares.REST_SECONDS = 0.0

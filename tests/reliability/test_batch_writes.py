@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import hybridstore.files as files_module
-from hybridstore import JobStatus, JobStore, StorageError
+from hybridstore import DuplicateJob, JobStatus, JobStore, StorageError
 
 from ._support import assert_consistent, make_job, temp_files
 
@@ -96,3 +96,48 @@ def test_a_claim_batch_that_fails_mid_write_leaves_the_rest_claimable(
     with JobStore(data_dir) as reopened:
         assert_consistent(reopened)
         assert reopened.verify().ok
+
+
+def test_a_bulk_batch_refused_after_its_bodies_were_written_leaves_nothing(
+    data_dir: Path,
+) -> None:
+    """A bulk batch writes its bodies while its rows commit, its intents committed first.
+    Refused in that commit (a unique key already held), it leaves no temp file, no intent
+    and no job of the batch, and the store takes the same jobs once the key is free."""
+    import hybridstore.journal as journal_module
+
+    with JobStore(data_dir) as store:
+        holder = store.add(make_job("holder", unique_key="K"))
+        batch = [make_job(f"b{n}") for n in range(journal_module.AHEAD_AT + 5)]
+        batch[40] = make_job("b40", unique_key="K")
+        with pytest.raises(DuplicateJob):
+            store.add_many(batch)
+        assert temp_files(data_dir) == []
+        assert store.journal.intents() == []
+        assert store.count() == 1 and store.get("b0") is None
+        store.cancel(holder.id)  # a cancelled job holds no key
+        assert len(store.add_many(batch)) == len(batch)
+    with JobStore(data_dir) as reopened:
+        assert_consistent(reopened)
+        assert reopened.count() == len(batch) + 1
+
+
+def test_a_bulk_batch_whose_bodies_fail_to_write_leaves_nothing(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread writing a bulk batch's bodies fails (EIO on the 10th): the batch is a
+    StorageError, its rows are put back, and no temp file, intent or job of it is left."""
+    import hybridstore.journal as journal_module
+
+    with JobStore(data_dir) as store:
+        batch = [make_job(f"b{n}") for n in range(journal_module.AHEAD_AT + 5)]
+        _fail_at_call(monkeypatch, "write", 10)
+        with pytest.raises(StorageError):
+            store.add_many(batch)
+        monkeypatch.undo()
+        assert temp_files(data_dir) == []
+        assert store.count() == 0 and store.get("b0") is None
+        assert len(store.add_many(batch)) == len(batch)
+    with JobStore(data_dir) as reopened:
+        assert_consistent(reopened)
+        assert reopened.count() == len(batch)
