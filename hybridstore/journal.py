@@ -31,7 +31,6 @@ import json
 import os
 import secrets
 import sqlite3
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -39,15 +38,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import rows
+from .ahead import BodiesAhead
 from .errors import CorruptJobFile, DuplicateJob, JobTooLarge, LockTimeout, StorageError
 from .files import (
     JOB_SUFFIX,
     JobFile,
     Layout,
-    Prepared,
-    discard,
     fsync_dir,
-    prepare_many,
     publish_many,
     read_job_file,
     remove_file,
@@ -72,7 +69,7 @@ BUSY_RETRY_WAIT = 0.25
 # process stored under a larger limit.
 _UNLIMITED = frozenset({"claim", "heartbeat", "expire", "cancel", "move", "release"})
 _STATUSES = {status.value: status for status in JobStatus}
-# A batch of this many files writes them in a thread while its rows commit (``_Ahead``).
+# A batch of this many files writes them in a thread while its rows commit (``BodiesAhead``).
 AHEAD_AT = 64
 # A batch with this many jobs without a row, in a store of at most this many times as many
 # jobs, looks for files of theirs in one listing of the status directories
@@ -452,9 +449,10 @@ class Journal:
 
         Every row and intent in one transaction, which also checks every unique key taken
         against the stored jobs and the batch (``DuplicateJob``: nothing written). Then the
-        files: every new body written and made durable together (``files.write_many``; in a
-        bulk batch, written by ``_Ahead`` while the rows commit, and renamed once they have),
-        then the old copies of moved or deleted jobs removed. Should a file step fail, the
+        files: every new body written and made durable together (``files.write_many``), then
+        the old copies of moved or deleted jobs removed. A bulk batch commits its intents
+        first, on their own, and writes its bodies (``BodiesAhead``) while its rows commit;
+        it renames them once they have. Should a file step fail, the
         jobs whose files were not touched get their rows back; the others keep their
         intent, so the next touch of each re-derives its row.
         """
@@ -477,7 +475,7 @@ class Journal:
             # meanwhile leaves its temp files to the next ``recover_intents``.
             with self.transaction() as conn:
                 _set_intents(conn, intents, operation)
-            ahead = _Ahead(files, self.durable, self.spares)
+            ahead = BodiesAhead(files, self.durable, self.spares)
         try:
             with self.transaction() as conn:
                 befores = self._write_rows(conn, batch, operation, None if ahead else intents)
@@ -547,7 +545,7 @@ class Journal:
         self,
         batch: list[_Encoded],
         files: list[tuple[str, str, bytes]],
-        ahead: _Ahead | None,
+        ahead: BodiesAhead | None,
         touched: set[int],
     ) -> None:
         """The file step of ``commit_many``: the new bodies (``files``, written already by
@@ -730,7 +728,7 @@ class Journal:
             for job_id, token in self.intents()
             if not self.is_settled(job_id, token)
         ]
-        # A bulk batch writes its bodies while its rows commit (``_Ahead``): a writer killed
+        # A bulk batch writes its bodies while its rows commit (``BodiesAhead``): a writer killed
         # then leaves temp files whatever its rows say. Listed once for all these jobs.
         temps = self.layout.temps_of({job_id for job_id, _ in others}) if others else {}
         for job_id, token in others:
@@ -764,42 +762,3 @@ class Journal:
                 "recovered_interrupted_writes", jobs=recovered, data_dir=str(self.layout.root)
             )
         return recovered
-
-
-class _Ahead:
-    """``files.prepare_many`` of a bulk batch, in a thread of its own, started before the
-    batch's sidecar transaction: the temp files are written (and made durable) while the
-    rows commit. Nothing is visible before ``publish_many``; a batch given up removes
-    them (``discard``)."""
-
-    def __init__(
-        self, files: list[tuple[str, str, bytes]], durable: bool, spares: SparePool | None
-    ) -> None:
-        self._prepared: Prepared | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(files, durable, spares), name="hybridstore-bodies"
-        )
-        self._thread.start()
-
-    def _run(
-        self, files: list[tuple[str, str, bytes]], durable: bool, spares: SparePool | None
-    ) -> None:
-        try:
-            self._prepared = prepare_many(files, durable=durable, spares=spares)
-        except BaseException as exc:  # handed to the writer's thread by ``result``
-            self._error = exc
-
-    def result(self) -> Prepared:
-        """The prepared bodies, once written; the error of the writing, if it failed."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._prepared is not None
-        return self._prepared
-
-    def discard(self) -> None:
-        """The batch is given up: wait for the writing, then remove what it wrote."""
-        self._thread.join()
-        if self._prepared is not None:
-            discard(self._prepared)
