@@ -236,12 +236,6 @@ class Sidecar:
                 # a process crash, which WAL with synchronous=NORMAL does. A machine crash
                 # may lose its last commits: the first open after a reboot rebuilds it.
                 conn.execute("PRAGMA synchronous = NORMAL")
-                # A write transaction's statements (an update that fires the counting
-                # trigger) keep statement journals: on disk, SQLite creates, writes and
-                # deletes a temp file under /var/tmp for nearly every transaction, which
-                # cost more syscalls than the write-ahead log itself (measured: 114,000
-                # of 147,000 pwrites while claiming and completing 2,000 jobs).
-                conn.execute("PRAGMA temp_store = MEMORY")
             self._db = db
             self._pid = os.getpid()
             self.generation += 1

@@ -347,43 +347,6 @@ def test_each_write_is_one_sidecar_commit(store: JobStore, monkeypatch: pytest.M
     assert len(commits) == 5
 
 
-def _open_file_names() -> list[str]:
-    names = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            names.append(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:
-            continue  # the descriptor listdir itself used
-    return names
-
-
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
-def test_write_transactions_keep_their_statement_journals_in_memory(
-    store: JobStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The row updates of a batch keep statement journals (they fire the counting
-    trigger). On disk, SQLite created, filled and deleted a temp file for nearly every
-    claim or complete of a batch: most of the sidecar's system calls. No temp file may be
-    open while a batch's rows are written."""
-    import hybridstore.rows as rows_module
-
-    real = rows_module.write_row
-    seen: list[str] = []
-
-    def watched(*args: Any) -> Any:
-        before = real(*args)
-        seen.extend(_open_file_names())
-        return before
-
-    # Bodies of about 1 KB: smaller ones leave the journals too small to spill.
-    store.add_many([new_job(task_options={"text": "x" * 800}) for _ in range(200)])
-    monkeypatch.setattr(rows_module, "write_row", watched)
-    while claimed := store.claim_many("w", 16):
-        store.complete_many("w", {job.id: None for job in claimed})
-    assert store.count(status="completed") == 200 and seen
-    assert [name for name in seen if "etilqs" in name] == []
-
-
 def _producer(data_dir: Path, added: Any, go: Any, ids: Any) -> None:
     """Another process: adds a job, and a second one when told, then closes."""
     with JobStore(data_dir) as producer:
