@@ -590,12 +590,15 @@ class Journal:
 
     def _encode(self, job: RemoteJob, operation: str) -> tuple[RemoteJob, bytes]:
         """The job as it will be stored and its body, checked before anything is touched:
-        a status that names a directory, counters that fit, the size limit of writes."""
+        a status that names a directory, counters that fit, JSON values that the strict
+        parse of a read accepts (reads trust a file that holds exactly its row's body: see
+        ``_load_locked``), the size limit of writes."""
         if not isinstance(job.status, JobStatus):
             # Only a job built without validation (``model_construct``) gets here; its
             # status names a directory.
             job = job.model_copy(update={"status": parse_status(job.status)})
         job.check_storable()
+        job.check_json_values()
         body = job.to_json()
         if len(body) > self.max_job_bytes and operation not in _UNLIMITED:
             raise JobTooLarge(job.id, len(body), self.max_job_bytes)

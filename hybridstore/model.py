@@ -293,6 +293,22 @@ class RemoteJob(BaseModel):
             if value > limit:
                 raise InvalidArgument(f"job {self.id!r}: {name} {value} is over {limit}")
 
+    def check_json_values(self) -> None:
+        """``InvalidArgument`` naming the job and field if ``task_options`` or
+        ``result_data`` holds what JSON cannot carry exactly (a key that is not a string,
+        NaN, a foreign type, nesting past ``MAX_JSON_DEPTH``). Validation checks them; this
+        catches a dict changed in place since, or a job built without validation."""
+        for name in ("task_options", "result_data"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                if type(value) is not dict:
+                    raise ValueError(f"{type(value).__name__} is not a JSON object")
+                _check_json_value(value)
+            except ValueError as exc:
+                raise InvalidArgument(f"job {self.id!r}: {name}: {exc}") from None
+
     def to_json(self) -> bytes:
         """The stored body: one UTF-8 JSON object, id under ``id``."""
         return self.__pydantic_serializer__.to_json(self)

@@ -367,6 +367,37 @@ def test_an_indexed_file_edited_into_a_duplicate_key_is_still_refused(data_dir: 
         assert {p.job_id for p in store.verify().drift} == {"a", "b", "c"}
 
 
+def test_values_changed_in_place_into_what_json_cannot_carry_are_refused(
+    data_dir: Path,
+) -> None:
+    """Found by a cold review: reads trust a file that holds exactly its row's body, so a
+    write must never store a body the strict parse refuses. A dict changed in place after
+    validation (an int key beside the same string key, which would serialise as a
+    duplicate key; NaN) is refused by save, add and complete alike, and changes nothing."""
+    from hybridstore import InvalidArgument
+
+    with JobStore(data_dir) as store:
+        job = store.add(make_job("kept"))
+        keys = job.model_copy(deep=True)
+        keys.task_options[1] = "int"
+        keys.task_options["1"] = "str"
+        nan = job.model_copy(deep=True)
+        nan.task_options["x"] = float("nan")
+        for bad in (keys, nan):
+            with pytest.raises(InvalidArgument, match="task_options"):
+                store.save(bad)
+        fresh = make_job("fresh")
+        fresh.task_options[2] = "int"
+        with pytest.raises(InvalidArgument, match="task_options"):
+            store.add(fresh)
+        claimed = store.claim_next("w")
+        assert claimed is not None
+        with pytest.raises(InvalidArgument, match="result_data"):
+            store.complete(claimed.id, "w", {"score": float("inf")})
+        assert store.get("kept") == claimed and store.get("fresh") is None
+        assert store.verify().ok
+
+
 @pytest.mark.parametrize("fields", list(OUT_OF_RANGE.values()), ids=list(OUT_OF_RANGE))
 def test_an_out_of_range_value_blocks_no_path(data_dir: Path, fields: dict[str, Any]) -> None:
     """Found by an outside attack: a timestamp that overflows in UTC or a counter past 64
