@@ -292,14 +292,14 @@ def prepare_many(
     spares: SparePool | None = None,
 ) -> Prepared:
     """The first half of ``write_many``: every body in a temp file (or a spare) and, if
-    ``durable``, made durable; nothing renamed. On ``StorageError`` the temp files are
-    removed; ``discard`` removes them when the batch is given up later."""
+    ``durable``, made durable; nothing renamed. If it fails (``StorageError``), the temp
+    files are removed; ``discard`` removes them when the batch is given up later."""
     # Paths as plain strings: a batch builds several per file, and a Path costs more to
     # build than the rename it names.
     temps: list[str] = []
     try:
         pools = _write_temps(files, temps, durable, spares)
-    except StorageError:
+    except BaseException:
         discard(Prepared(temps, []))
         raise
     return Prepared(temps, pools)

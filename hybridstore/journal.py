@@ -71,6 +71,8 @@ _UNLIMITED = frozenset({"claim", "heartbeat", "expire", "cancel", "move", "relea
 _STATUSES = {status.value: status for status in JobStatus}
 # A batch of this many files writes them in a thread while its rows commit (``BodiesAhead``).
 AHEAD_AT = 64
+# How the intents such a batch commits before its rows are marked (tokens are hex).
+BODIES_FIRST = "bodies-"
 # A batch with this many jobs without a row, in a store of at most this many times as many
 # jobs, looks for files of theirs in one listing of the status directories
 # (``Journal._listed_files``) rather than six lstat calls a job.
@@ -391,7 +393,14 @@ class Journal:
             # Another process's write (none can be in flight: we hold the lock). Finished
             # if the files say exactly what the row says; else interrupted: repair.
             settled, job = self.settled_job(job_id, status, version)
-            return job if settled else self.reload_locked(job_id)
+            if not settled:
+                return self.reload_locked(job_id)
+            if token.startswith(BODIES_FIRST):
+                # A bulk batch killed before its rows committed: its rows and files still
+                # agree, but its temp files are there.
+                for temp in self.layout.temp_files(job_id):
+                    temp.unlink(missing_ok=True)
+            return job
         if status is None:
             # No job, or a file the index does not know (``locate`` costs six lstat calls).
             if listed is not None:
@@ -468,22 +477,25 @@ class Journal:
         ]
         intents = [(job_id, token) for (job_id, *_), token in zip(batch, tokens, strict=True)]
         ahead = None
+        early = [(job_id, f"{BODIES_FIRST}{token}") for job_id, token in intents]
         if len(files) >= AHEAD_AT:
             # A bulk batch writes its bodies (temp files, not visible yet) in a thread while
             # its rows commit: both wait mostly on the kernel or in SQLite, which release
-            # the GIL. Its intents commit first, on their own, so that a process killed
-            # meanwhile leaves its temp files to the next ``recover_intents``.
+            # the GIL. Intents marked as such commit first, on their own: a process killed
+            # before its rows commit leaves them, and whoever judges one removes the job's
+            # temp files. The row commit sets the intents again, unmarked (and so into the
+            # sidecar it writes to, should another thread have reopened it meanwhile).
             with self.transaction() as conn:
-                _set_intents(conn, intents, operation)
+                _set_intents(conn, early, operation)
             ahead = BodiesAhead(files, self.durable, self.spares)
         try:
             with self.transaction() as conn:
-                befores = self._write_rows(conn, batch, operation, None if ahead else intents)
+                befores = self._write_rows(conn, batch, operation, intents)
                 connection = self.sidecar.generation
         except BaseException:
             if ahead is not None:
                 ahead.discard()
-                self._drop_intents_quietly(intents)
+                self._drop_intents_quietly(early)
             raise
         touched: set[int] = set()
         try:
@@ -494,6 +506,10 @@ class Journal:
             ):
                 if i not in touched:
                     self._restore_quietly(job_id, before, token)
+            raise
+        except BaseException:
+            if ahead is not None:  # an interrupt while the bodies were written: none stays
+                ahead.discard()
             raise
         for (job_id, *_), token in zip(batch, tokens, strict=True):
             self._settle(job_id, token)
@@ -512,11 +528,11 @@ class Journal:
         conn: sqlite3.Connection,
         batch: list[_Encoded],
         operation: str,
-        intents: list[tuple[str, str]] | None,
+        intents: list[tuple[str, str]],
     ) -> list[Row | None]:
         """Step 2 of ``commit_many``, inside its transaction: every row (unique keys
-        checked) and the ``intents``, unless they were committed already. Returns each
-        job's row before, to put back if the file step fails."""
+        checked) and every intent. Returns each job's row before, to put back if the file
+        step fails."""
         written_us = now_us()
         befores: list[Row | None] = []
         keys: dict[str, str] = {}  # unique key -> the job of the batch that took it
@@ -537,8 +553,7 @@ class Journal:
                 befores.append(rows.write_row(conn, job_id, row, stored.get(job_id), counts))
         counts.apply(conn)
         rows.put_rows(conn, added)
-        if intents is not None:
-            _set_intents(conn, intents, operation)
+        _set_intents(conn, intents, operation)
         return befores
 
     def _write_files(
@@ -731,9 +746,10 @@ class Journal:
             for job_id, token in self.intents()
             if not self.is_settled(job_id, token)
         ]
-        # A bulk batch writes its bodies while its rows commit (``BodiesAhead``): a writer killed
-        # then leaves temp files whatever its rows say. Listed once for all these jobs.
-        temps = self.layout.temps_of({job_id for job_id, _ in others}) if others else {}
+        # A bulk batch writer killed before its rows commit (its intents still marked
+        # ``BODIES_FIRST``) leaves temp files whatever its rows say: listed once for all.
+        early = {job_id for job_id, token in others if token.startswith(BODIES_FIRST)}
+        temps = self.layout.temps_of(early) if early else {}
         for job_id, token in others:
             if not self.try_lock(job_id):
                 # A live writer holds the job's lock stripe: this job's writer, which will

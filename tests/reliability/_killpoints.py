@@ -181,19 +181,23 @@ class _Killer:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-# The batches of 8 below are written as bulk batches are: their bodies by a second thread
-# while their rows commit, then flushed by one syncfs. The protocol is the same at any
-# threshold, and 8 keeps the runner's kill points few.
+# The batches of 8 below are written as bulk batches are: intents marked first, then the
+# bodies, then the rows, then one syncfs. The protocol is the same at any threshold, and 8
+# keeps the runner's kill points few. The bodies are written before the rows rather than
+# by a second thread beside them, so that the k-th call is the same call in every run;
+# the states a kill can leave differ only in which temp files exist.
 SYNCFS_AT = 8
 
 
 def _install(killer: _Killer) -> None:
+    import hybridstore.ahead
     import hybridstore.files
     import hybridstore.journal
     import hybridstore.spares
 
     hybridstore.files.SYNCFS_AT = SYNCFS_AT
     hybridstore.journal.AHEAD_AT = SYNCFS_AT
+    hybridstore.ahead.BodiesAhead.IN_THREAD = False
     # Spares are refilled at once, so that every move after the first refills the old copy
     # an earlier step parked: the kill points cover parking, refilling and its fsyncs.
     hybridstore.spares.REST_SECONDS = 0.0

@@ -136,8 +136,45 @@ def test_a_bulk_batch_whose_bodies_fail_to_write_leaves_nothing(
             store.add_many(batch)
         monkeypatch.undo()
         assert temp_files(data_dir) == []
+        assert store.journal.unsettled_intents() == []
         assert store.count() == 0 and store.get("b0") is None
         assert len(store.add_many(batch)) == len(batch)
     with JobStore(data_dir) as reopened:
         assert_consistent(reopened)
         assert reopened.count() == len(batch)
+
+
+def test_a_bulk_writer_killed_before_its_rows_leaves_no_temp_file_to_a_live_store(
+    data_dir: Path,
+) -> None:
+    """Found by a cold review: a bulk writer killed after its bodies were written but
+    before its rows committed leaves rows and files that agree, and temp files. A store
+    already open elsewhere that next writes those jobs (no open, so no recovery at open)
+    removes them: the early intents are marked as such."""
+    import hybridstore.journal as journal_module
+
+    batch = [make_job(f"b{n}") for n in range(journal_module.AHEAD_AT + 6)]
+    with JobStore(data_dir) as store:
+        pid = os.fork()
+        if pid == 0:  # the bulk writer, killed inside its row commit
+            try:
+                import hybridstore.ahead
+
+                writer = JobStore(data_dir)
+
+                def killed(*args: Any, **kwargs: Any) -> Any:
+                    os._exit(9)
+
+                # The bodies at once, before the rows (not beside them): all are written.
+                hybridstore.ahead.BodiesAhead.IN_THREAD = False
+                journal_module.Journal._write_rows = killed  # type: ignore[method-assign]
+                writer.add_many(batch)
+            finally:
+                os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 9
+        assert len(temp_files(data_dir)) == len(batch)
+        assert len(store.add_many(batch)) == len(batch)
+        assert temp_files(data_dir) == []
+    with JobStore(data_dir) as reopened:
+        assert_consistent(reopened)
