@@ -409,8 +409,8 @@ class Journal:
                 unknown_file = bool(self.layout.locate(job_id))
             return self.reload_locked(job_id) if unknown_file else None
         try:
-            # The row's body passed the strict parse when it was written or indexed: a file
-            # that still holds it need not be parsed strictly again.
+            # The row's body was checked when it was written (``_encode``) or parsed
+            # strictly when indexed: a file that still holds it need not be parsed strictly.
             return self.read(job_id, _STATUSES[status], known=body).job
         except FileNotFoundError:
             # The row points at a file someone removed by hand: trust the files.
