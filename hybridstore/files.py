@@ -613,24 +613,14 @@ class Layout:
         """Every status directory holding ``job_id``'s file (normally one, or none)."""
         return [s for s in JobStatus if os.path.lexists(self.job_file(s, job_id))]
 
-    def temp_files(self, job_id: str) -> Iterator[Path]:
+    def temp_files(self, job_id: str) -> list[Path]:
         """Temp files a write of ``job_id`` may have left behind."""
-        # Exactly the names write_many makes: another job's id may start with this one's.
-        pattern = re.compile(rf"\.{re.escape(job_id)}{re.escape(JOB_SUFFIX)}\.[0-9a-f]{{12}}\.tmp")
-        prefix = f".{job_id}{JOB_SUFFIX}."
-        for status in JobStatus:
-            directory = self.status_dir(status)
-            try:
-                names = [n for n in os.listdir(directory) if n.startswith(prefix)]
-            except FileNotFoundError:
-                continue
-            for name in names:
-                if pattern.fullmatch(name):
-                    yield directory / name
+        return self.temps_of({job_id}).get(job_id, [])
 
     def temps_of(self, job_ids: set[str]) -> dict[str, list[Path]]:
         """The temp files of writes of ``job_ids``, by job: one listing of each status
-        directory, for many jobs at once."""
+        directory, for many jobs at once. Exactly the names ``write_many`` makes, owned by
+        their job id in full (another job's id may start with this one's)."""
         found: dict[str, list[Path]] = {}
         for status in JobStatus:
             directory = self.status_dir(status)

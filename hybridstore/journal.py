@@ -477,7 +477,7 @@ class Journal:
         ]
         intents = [(job_id, token) for (job_id, *_), token in zip(batch, tokens, strict=True)]
         ahead = None
-        early = [(job_id, f"{BODIES_FIRST}{token}") for job_id, token in intents]
+        early: list[tuple[str, str]] = []
         if len(files) >= AHEAD_AT:
             # A bulk batch writes its bodies (temp files, not visible yet) in a thread while
             # its rows commit: both wait mostly on the kernel or in SQLite, which release
@@ -485,6 +485,7 @@ class Journal:
             # before its rows commit leaves them, and whoever judges one removes the job's
             # temp files. The row commit sets the intents again, unmarked (and so into the
             # sidecar it writes to, should another thread have reopened it meanwhile).
+            early = [(job_id, f"{BODIES_FIRST}{token}") for job_id, token in intents]
             with self.transaction() as conn:
                 _set_intents(conn, early, operation)
             ahead = BodiesAhead(files, self.durable, self.spares)
